@@ -1,0 +1,39 @@
+# devbox: `make install` then `make test` is the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: install images test test-fast lint bench bench-proxy bench-devbox clean
+
+install: $(BIN)/devbox
+
+$(BIN)/devbox: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+images: install
+	bash images/build.sh
+
+test: install images
+	$(BIN)/pytest -q
+
+test-fast: install
+	$(BIN)/pytest -q -m 'not docker'
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: bench-proxy bench-devbox
+
+bench-proxy: install
+	$(BIN)/python bench/bench_proxy.py
+
+bench-devbox: install images
+	$(BIN)/python bench/bench_devbox.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

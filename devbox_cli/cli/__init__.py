@@ -1,0 +1,21 @@
+"""The Typer app. One sub-app per command group; each command parses, calls one core
+function and renders. No business rules here and no `import docker`."""
+
+from __future__ import annotations
+
+import typer
+
+from devbox_cli.cli import devboxes, gateways, policies, secrets
+
+app = typer.Typer(
+    name="devbox",
+    help="Run AI agents in Docker sandboxes that never hold a real credential.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally.")
+app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
+app.add_typer(policies.app, name="policy", help="Network policies.")
+devboxes.register(app)

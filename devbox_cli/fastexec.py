@@ -1,0 +1,5 @@
+"""Stub."""
+
+
+def main(args: list[str]) -> int:
+    return 0

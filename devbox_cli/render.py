@@ -1,0 +1,92 @@
+"""The one place that talks to rich: tables, key/value views, progress and the error panel.
+
+JSON output goes to stdout as plain `json.dumps` (stable for CI scripts); everything
+human-facing goes through rich. rich is imported lazily so fast paths never pay for it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from devbox_cli.errors import DevboxError
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "") -> None:
+    """A table on stdout; `empty` is shown instead when there are no rows."""
+    if not rows:
+        if empty:
+            _console(stderr=True).print(empty, style="dim", markup=False)
+        return
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    _console().print(table)
+
+
+def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
+    """A key/value view of one object."""
+    from rich.table import Table
+
+    table = Table(box=None, show_header=False, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    for key, value in fields:
+        table.add_row(key, "" if value is None else str(value))
+    _console().print(table)
+
+
+def print_success(message: str) -> None:
+    _console(stderr=True).print(f"[green]✓[/green] {_escape(message)}")
+
+
+def print_warning(message: str) -> None:
+    _console(stderr=True).print(f"[yellow]warning:[/yellow] {_escape(message)}")
+
+
+def print_error(err: DevboxError) -> None:
+    console = _console(stderr=True)
+    console.print(f"[bold red]error:[/bold red] {_escape(err.message)}")
+    if err.hint:
+        console.print(f"[dim]hint:[/dim] {_escape(err.hint)}")
+
+
+def print_plain_error(message: str) -> None:
+    """An error line without rich, for fast paths."""
+    sys.stderr.write(f"error: {message}\n")
+
+
+@contextmanager
+def progress(message: str) -> Iterator[Any]:
+    """A spinner on a terminal; silent elsewhere. Yields an `update(text)` callable."""
+    if not sys.stderr.isatty():
+        yield lambda _text: None
+        return
+    console = _console(stderr=True)
+    with console.status(_escape(message)) as status:
+        yield lambda text: status.update(_escape(text))
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
