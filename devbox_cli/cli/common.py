@@ -16,3 +16,22 @@ class Output(str, Enum):
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="Output format: text or json.", show_default=True)
 ]
+
+
+def make_client():  # type: ignore[no-untyped-def]  # -> devbox_cli.client.Client
+    """The Client a command uses. On a terminal, it asks for the store passphrase (hidden)
+    when the private key is protected and DEVBOX_PASSPHRASE is not set."""
+    import sys
+
+    from devbox_cli.client import Client
+
+    client = Client()
+    if sys.stdin.isatty():
+        client.store.prompt = prompt_passphrase
+    return client
+
+
+def prompt_passphrase() -> str:
+    import getpass
+
+    return getpass.getpass("devbox store passphrase: ")
