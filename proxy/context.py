@@ -9,6 +9,7 @@ request in flight keeps the State it started with.
 from __future__ import annotations
 
 import ipaddress
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,8 @@ class State:
     config: ProxyConfig
     policy: Policy | None  # None: no policy attached, every public destination allowed
     gateways: dict[str, GatewayBinding]  # by prefix
+    # per-gateway TLS contexts (system CAs + the gateway's ca_cert), built once per load
+    upstream_ssl: dict[str, ssl.SSLContext] = field(default_factory=dict)
 
 
 @dataclass

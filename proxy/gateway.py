@@ -1,0 +1,381 @@
+"""Gateway routes: `/gw/<PREFIX>/<rest>` -> `<endpoint>/<rest>` with the real credential.
+
+The devbox proves itself with its worthless gateway token (Authorization: Bearer, x-api-key,
+or the header the auth mechanism names; never the query string), compared in constant time.
+The proxy removes the token wherever it appears, sets the real credential where the auth
+mechanism says, adds the custom headers and streams both ways. The upstream is only ever
+the configured endpoint: no policy check, no redirects followed, TLS always verified.
+Whatever the upstream reflects back is redacted (proxy/redact.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+from collections.abc import AsyncIterator
+from urllib.parse import quote, unquote_plus
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy import audit
+from proxy.config import GATEWAY_ROUTE, ConfigError, GatewayBinding
+from proxy.context import ProxyContext, State
+from proxy.errors import ProxyError, classify
+from proxy.redact import MIN_SECRET_LEN, DecodeError, Decoder, Redactor
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+    }
+)
+WS_HANDSHAKE = frozenset(
+    {
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+def check_binding(binding: GatewayBinding) -> None:
+    """Load-time checks a gateway must pass (raises ConfigError, never shows a value)."""
+    url = URL(binding.endpoint)
+    if url.scheme not in ("http", "https") or not url.host:
+        raise ConfigError(f"gateway {binding.prefix}: endpoint must be an http(s) URL")
+    if url.user or url.password or url.query_string or url.fragment:
+        raise ConfigError(f"gateway {binding.prefix}: endpoint must not carry userinfo or query")
+    if "/" in binding.prefix or binding.prefix in (".", ".."):
+        raise ConfigError(f"gateway {binding.prefix!r}: prefix must not contain '/'")
+    if len(binding.token) < 16:
+        raise ConfigError(f"gateway {binding.prefix}: token is too short")
+    if len(binding.credential) < MIN_SECRET_LEN:
+        raise ConfigError(f"gateway {binding.prefix}: credential is too short")
+
+
+def _credential_headers(binding: GatewayBinding) -> dict[str, str]:
+    auth = binding.auth
+    headers = {h.name: h.value for h in binding.headers}
+    if auth.type == "bearer":
+        headers["Authorization"] = f"Bearer {binding.credential}"
+    elif auth.type == "basic":
+        userpass = f"{auth.key}:{binding.credential}" if auth.key else binding.credential
+        headers["Authorization"] = "Basic " + base64.b64encode(userpass.encode()).decode()
+    elif auth.type == "header":
+        assert auth.key is not None
+        headers[auth.key] = binding.credential
+    return headers
+
+
+def redactor_for(binding: GatewayBinding) -> Redactor:
+    secrets = list(binding.secret_values())
+    if binding.auth.type == "basic":
+        userpass = (
+            f"{binding.auth.key}:{binding.credential}" if binding.auth.key else binding.credential
+        )
+        secrets.append(base64.b64encode(userpass.encode()).decode())
+    return Redactor(secrets)
+
+
+def _presented_tokens(headers: CIMultiDict[str] | web.BaseRequest, binding: GatewayBinding):
+    names = ["Authorization", "x-api-key"]
+    if binding.auth.type == "header" and binding.auth.key:
+        names.append(binding.auth.key)
+    for name in names:
+        for value in headers.getall(name, ()):  # type: ignore[union-attr]
+            if name.lower() == "authorization":
+                scheme, _, value = value.partition(" ")
+                if scheme.lower() != "bearer":
+                    continue
+            yield value.strip()
+
+
+def _authorized(request: web.BaseRequest, binding: GatewayBinding) -> bool:
+    token = binding.token.encode()
+    ok = False
+    for value in _presented_tokens(request.headers, binding):  # type: ignore[arg-type]
+        # no early exit: every presented value costs the same compare
+        ok |= hmac.compare_digest(value.encode(errors="replace"), token)
+    return ok
+
+
+def _split_target(target: str) -> tuple[str, str, str]:
+    """'/gw/P/rest?q' -> ('P', '/rest', 'q'), raw (still percent-encoded)."""
+    path, _, query = target.partition("?")
+    rest = path[len(GATEWAY_ROUTE) :]
+    prefix, slash, tail = rest.partition("/")
+    return unquote_plus(prefix), slash + tail, query
+
+
+def _has_dot_segment(path: str) -> bool:
+    lowered = path.lower().replace("%2e", ".").replace("%2f", "/").replace("\\", "/")
+    return any(seg in (".", "..") for seg in lowered.split("/"))
+
+
+def _upstream_query(query: str, binding: GatewayBinding) -> str:
+    parts = []
+    key = binding.auth.key if binding.auth.type == "query" else None
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        decoded = unquote_plus(value)
+        if binding.token in decoded or binding.token in unquote_plus(name):
+            continue  # the token never goes upstream, wherever it was put
+        if key is not None and unquote_plus(name) == key:
+            continue  # the client does not choose the credential
+        parts.append(part)
+    if key is not None:
+        parts.append(f"{quote(key, safe='')}={quote(binding.credential, safe='')}")
+    return "&".join(parts)
+
+
+def _upstream_headers(request: web.BaseRequest, binding: GatewayBinding) -> CIMultiDict[str]:
+    drop = set(HOP_BY_HOP)
+    for value in request.headers.getall("Connection", ()):
+        drop.update(v.strip().lower() for v in value.split(","))
+    drop.update(("authorization", "x-api-key"))
+    if binding.auth.type == "header" and binding.auth.key:
+        drop.add(binding.auth.key.lower())
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in request.headers.items():
+        lname = name.lower()
+        if lname in drop or binding.token in value:
+            continue
+        if lname == "accept-encoding":
+            # only encodings the proxy can decode, so a reflected secret can be redacted
+            kept = [e for e in value.split(",") if e.split(";")[0].strip().lower() in DECODABLE]
+            if not kept:
+                continue
+            value = ",".join(kept)
+        out.add(name, value)
+    for name, value in _credential_headers(binding).items():
+        out[name] = value
+    return out
+
+
+async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) -> web.StreamResponse:
+    state = ctx.state
+    assert state is not None
+    prefix, rest, query = _split_target(request.raw_path)
+    binding = state.gateways.get(prefix)
+    tally = {"in": 0, "out": 0, "status": 0}
+    try:
+        if binding is None:
+            raise ProxyError(404, "no such gateway")
+        if not _authorized(request, binding):
+            raise ProxyError(401, "missing or wrong gateway token")
+        if _has_dot_segment(rest):
+            raise ProxyError(400, "dot segments are not allowed in a gateway path")
+        resp = await _relay(request, ctx, state, binding, rest, query, tally)
+        tally["status"] = resp.status
+        return resp
+    except asyncio.CancelledError:
+        tally["status"] = tally["status"] or 499
+        raise
+    except Exception as exc:
+        tally["status"] = tally["status"] or classify(exc)[0]
+        raise
+    finally:
+        endpoint = URL(binding.endpoint) if binding else None
+        audit.emit(
+            ctx,
+            kind="gateway",
+            method=request.method,
+            host=endpoint.host if endpoint else None,
+            port=endpoint.port if endpoint else None,
+            path=rest if binding else None,
+            status=tally["status"],
+            started=started,
+            decision="allow" if tally["status"] not in (401, 404) else "deny",
+            rule="gateway" if binding else None,
+            bytes_in=tally["in"],
+            bytes_out=tally["out"],
+            prefix=prefix if binding else None,
+        )
+
+
+def _upstream_url(binding: GatewayBinding, rest: str, query: str, *, ws: bool = False) -> URL:
+    base = binding.endpoint.rstrip("/")
+    if ws:
+        base = "ws" + base[4:] if base.startswith("http") else base
+    raw = base + (rest or "")
+    if query:
+        raw += "?" + query
+    return URL(raw, encoded=True)
+
+
+async def _relay(
+    request: web.BaseRequest,
+    ctx: ProxyContext,
+    state: State,
+    binding: GatewayBinding,
+    rest: str,
+    query: str,
+    tally: dict[str, int],
+) -> web.StreamResponse:
+    session = ctx.session
+    assert session is not None
+    upstream_query = _upstream_query(query, binding)
+    headers = _upstream_headers(request, binding)
+    tls = state.upstream_ssl.get(binding.prefix)
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await _relay_websocket(request, ctx, binding, rest, upstream_query, headers, tally)
+
+    chunk = ctx.settings.stream_chunk
+
+    async def body() -> AsyncIterator[bytes]:
+        async for data in request.content.iter_chunked(chunk):
+            tally["in"] += len(data)
+            yield data
+
+    data = body() if request.body_exists else None
+    if data is None:
+        headers.pop("Content-Length", None)
+    url = _upstream_url(binding, rest, upstream_query)
+    async with session.request(
+        request.method,
+        url,
+        headers=headers,
+        data=data,
+        allow_redirects=False,
+        ssl=tls if url.scheme == "https" else None,
+        compress=None,
+        auto_decompress=False,
+    ) as upstream:
+        return await _stream_back(request, upstream, redactor_for(binding), chunk, tally)
+
+
+async def _stream_back(
+    request: web.BaseRequest,
+    upstream: aiohttp.ClientResponse,
+    redactor: Redactor,
+    chunk: int,
+    tally: dict[str, int],
+) -> web.StreamResponse:
+    encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
+    no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
+    if encoding and encoding != "identity" and encoding not in DECODABLE and not no_body:
+        raise ProxyError(502, "upstream used an unsupported content-encoding")
+    resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+    drop = set(HOP_BY_HOP)
+    for value in upstream.headers.getall("Connection", ()):
+        drop.update(v.strip().lower() for v in value.split(","))
+    if not no_body:
+        drop.update(("content-length", "content-encoding"))
+    for name, value in upstream.headers.items():
+        if name.lower() not in drop:
+            resp.headers.add(name, redactor.text(value))
+    tally["status"] = upstream.status
+    await resp.prepare(request)
+    if no_body:
+        await resp.write_eof()
+        return resp
+    decoder = Decoder(encoding, chunk) if encoding in DECODABLE else None
+    body = redactor.body()
+
+    async def send(data: bytes) -> None:
+        if data:
+            tally["out"] += len(data)
+            await resp.write(data)
+
+    try:
+        async for data in upstream.content.iter_any():
+            if decoder is None:
+                await send(body.feed(data))
+            else:
+                for piece in decoder.feed(data):
+                    await send(body.feed(piece))
+        await send(body.flush())
+    except DecodeError:
+        raise ProxyError(502, "upstream sent a bad compressed body") from None
+    await resp.write_eof()
+    return resp
+
+
+async def _relay_websocket(
+    request: web.BaseRequest,
+    ctx: ProxyContext,
+    binding: GatewayBinding,
+    rest: str,
+    query: str,
+    headers: CIMultiDict[str],
+    tally: dict[str, int],
+) -> web.StreamResponse:
+    session = ctx.session
+    assert session is not None and ctx.state is not None
+    protocols = tuple(
+        p.strip()
+        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
+        for p in value.split(",")
+        if p.strip()
+    )
+    for name in list(headers):
+        if name.lower() in WS_HANDSHAKE or name.lower() == "content-length":
+            del headers[name]
+    url = _upstream_url(binding, rest, query, ws=True)
+    redactor = redactor_for(binding)
+    upstream = await session.ws_connect(
+        url,
+        headers=headers,
+        protocols=protocols,
+        ssl=ctx.state.upstream_ssl.get(binding.prefix) if url.scheme == "wss" else None,
+        autoping=True,
+        heartbeat=None,
+    )
+    async with upstream:
+        ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
+        await ws.prepare(request)
+        tally["status"] = 101
+
+        async def down() -> None:
+            async for msg in upstream:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    text = redactor.text(msg.data)
+                    tally["out"] += len(text)
+                    await ws.send_str(text)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    data = redactor.bytes(msg.data)
+                    tally["out"] += len(data)
+                    await ws.send_bytes(data)
+                else:
+                    break
+            await ws.close()
+
+        async def up() -> None:
+            async for msg in ws:
+                if msg.type == aiohttp.WSMsgType.TEXT:
+                    tally["in"] += len(msg.data)
+                    await upstream.send_str(msg.data)
+                elif msg.type == aiohttp.WSMsgType.BINARY:
+                    tally["in"] += len(msg.data)
+                    await upstream.send_bytes(msg.data)
+                else:
+                    break
+            await upstream.close()
+
+        tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await ws.close()
+    return ws
