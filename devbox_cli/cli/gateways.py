@@ -1,3 +1,227 @@
+"""`devbox gateway ...`: Agent Gateway configs (endpoint, auth, headers, CA bundle)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
 import typer
 
+from devbox_cli.cli.common import Output, OutputOpt, make_client
+
+if TYPE_CHECKING:
+    from devbox_cli.gateways import Gateway
+
 app = typer.Typer(no_args_is_help=True)
+
+NameArg = Annotated[str, typer.Argument(help="Gateway name.")]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option("--endpoint", metavar="URL", help="Upstream base URL, http(s), path allowed."),
+]
+AuthOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--auth",
+        metavar="SPEC",
+        help="bearer (default), basic, header:HEADER or query:PARAM.",
+    ),
+]
+HeaderOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        metavar="NAME=VALUE",
+        help="Custom header, NAME=VALUE or NAME=secret:SECRET; repeatable, at most 8.",
+    ),
+]
+CaCertOpt = Annotated[
+    Path | None,
+    typer.Option("--ca-cert", metavar="FILE", help="PEM bundle to trust for this endpoint."),
+]
+DescriptionOpt = Annotated[str | None, typer.Option("--description", help="Free text.")]
+PresetOpt = Annotated[
+    str | None,
+    typer.Option("--preset", metavar="NAME", help="anthropic or openai: endpoint and auth."),
+]
+
+
+@app.command("create")
+def create(
+    name: NameArg,
+    endpoint: EndpointOpt = None,
+    auth: AuthOpt = None,
+    header: HeaderOpt = None,
+    ca_cert: CaCertOpt = None,
+    description: DescriptionOpt = None,
+    preset: PresetOpt = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Create a gateway: where a credential goes and how it is sent.
+
+    --auth bearer sends `Authorization: Bearer <secret>`; header:HEADER
+    sends `HEADER: <secret>`; basic sends the secret (user:pass)
+    base64-encoded; query:PARAM adds PARAM=<secret> to the query.
+
+        devbox gateway create anthropic --preset anthropic
+        devbox gateway create internal --endpoint https://llm.corp/v1 \\
+            --auth header:x-api-key --ca-cert corp-ca.pem
+    """
+    gateway = make_client().create_gateway(
+        name,
+        endpoint,
+        auth=auth,
+        headers=header or (),
+        ca_cert=ca_cert,
+        description=description,
+        preset=preset,
+    )
+    _done(gateway, f"created gateway {name} → {gateway.endpoint}", output)
+
+
+@app.command("update")
+def update(
+    name: NameArg,
+    endpoint: EndpointOpt = None,
+    auth: AuthOpt = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            metavar="NAME=VALUE",
+            help="Add or replace a header, NAME=VALUE or NAME=secret:SECRET.",
+        ),
+    ] = None,
+    remove_header: Annotated[
+        list[str] | None,
+        typer.Option("--remove-header", metavar="NAME", help="Drop a custom header."),
+    ] = None,
+    clear_headers: Annotated[
+        bool, typer.Option("--clear-headers", help="Drop every custom header first.")
+    ] = False,
+    ca_cert: CaCertOpt = None,
+    no_ca_cert: Annotated[
+        bool, typer.Option("--no-ca-cert", help="Trust only the system CAs again.")
+    ] = False,
+    description: DescriptionOpt = None,
+    preset: PresetOpt = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Change a gateway. Unnamed settings stay as they are.
+
+    Running devboxes keep the old config until they are recreated.
+    """
+    from devbox_cli.errors import UsageError
+
+    if no_ca_cert and ca_cert is not None:
+        raise UsageError("--ca-cert and --no-ca-cert contradict each other")
+    changes: dict[str, object] = {}
+    if endpoint is not None:
+        changes["endpoint"] = endpoint
+    if auth is not None:
+        changes["auth"] = auth
+    if clear_headers:
+        changes["headers"] = ()
+    if ca_cert is not None or no_ca_cert:
+        changes["ca_cert"] = ca_cert
+    if description is not None:
+        changes["description"] = description
+    gateway = make_client().update_gateway(
+        name,
+        set_headers=header or (),
+        remove_headers=remove_header or (),
+        preset=preset,
+        **changes,  # type: ignore[arg-type]
+    )
+    _done(gateway, f"updated gateway {name}", output)
+
+
+@app.command("list")
+def list_(output: OutputOpt = Output.text) -> None:
+    """List gateways."""
+    from devbox_cli import render
+
+    gateways = make_client().list_gateways()
+    if output is Output.json:
+        render.print_json([g.to_json() for g in gateways])
+        return
+    render.print_table(
+        ["NAME", "ENDPOINT", "AUTH", "HEADERS", "CA", "DESCRIPTION"],
+        [
+            (
+                g.name,
+                g.endpoint,
+                g.auth_spec(),
+                ", ".join(h.name for h in g.headers),
+                "yes" if g.ca_cert else "",
+                g.description,
+            )
+            for g in gateways
+        ],
+        empty="no gateways yet: create one with `devbox gateway create NAME --preset anthropic`",
+    )
+
+
+@app.command("show")
+def show(name: NameArg, output: OutputOpt = Output.text) -> None:
+    """Show one gateway."""
+    gateway = make_client().get_gateway(name)
+    if output is Output.json:
+        from devbox_cli import render
+
+        render.print_json(gateway.to_json())
+    else:
+        _show_text(gateway)
+
+
+@app.command("delete")
+def delete(
+    name: NameArg,
+    force: Annotated[
+        bool, typer.Option("--force", "-f", help="Delete even if a devbox uses it.")
+    ] = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Delete a gateway. Refused while a devbox uses it, unless --force."""
+    from devbox_cli import render
+
+    make_client().delete_gateway(name, force=force)
+    if output is Output.json:
+        render.print_json({"name": name, "deleted": True})
+    else:
+        render.print_success(f"deleted gateway {name}")
+
+
+def _show_text(gateway: Gateway) -> None:
+    from devbox_cli import render
+    from devbox_cli.gateways import ca_summary
+
+    headers = [
+        f"{h.name}: <secret {h.secret}>" if h.secret else f"{h.name}: {h.value}"
+        for h in gateway.headers
+    ]
+    ca = ""
+    if gateway.ca_cert:
+        summary = ca_summary(gateway.ca_cert)
+        ca = f"{summary['certificates']} certificate(s), sha256 " + ", ".join(summary["sha256"])
+    render.print_fields(
+        [
+            ("name", gateway.name),
+            ("endpoint", gateway.endpoint),
+            ("auth", gateway.auth_spec()),
+            ("headers", "\n".join(headers)),
+            ("ca cert", ca),
+            ("description", gateway.description),
+            ("created", gateway.created_at),
+            ("updated", gateway.updated_at),
+        ]
+    )
+
+
+def _done(gateway: Gateway, message: str, output: Output) -> None:
+    from devbox_cli import render
+
+    if output is Output.json:
+        render.print_json(gateway.to_json())
+    else:
+        render.print_success(message)
