@@ -1,5 +1,432 @@
-"""Stub."""
+"""`devbox exec`: run a command in a devbox, as fast as `docker exec` allows.
+
+Start-up time is most of the cost of an exec, so this module speaks the Docker Engine API
+by hand over the unix socket (three requests: create the exec, start it with a hijacked
+stream, read its exit code) and imports only the standard library: no typer, rich,
+docker-py, or even http.client (which drags in ssl). DevboxesAPI.exec uses `run` for
+Python callers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+
+from devbox_cli.errors import (
+    DevboxRuntimeError,
+    DockerUnavailableError,
+    NotFoundError,
+    UsageError,
+)
+
+API = "/v1.41"
+BOX_PREFIX = "devbox-"
+_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+_NAME_CHARS = _ALNUM | frozenset("_.-")
+
+USAGE = """\
+Usage: devbox exec [OPTIONS] NAME [--] CMD [ARG...]
+
+  Run CMD in the devbox NAME. Its stdout and stderr go to this process's stdout and
+  stderr as they are produced, and its exit status becomes devbox's exit status.
+
+Options:
+  -e, --env K=V        Set an environment variable (repeatable; `-e K` passes K from here).
+  -w, --workdir DIR    Working directory inside the devbox.
+  -u, --user USER      User (name or uid[:gid]) to run as.
+  -i, --interactive    Forward stdin to the command (EOF is passed on).
+  -t, --tty            Allocate a terminal (raw stream; stdout and stderr merge).
+  -h, --help           Show this message and exit.
+
+Exit status: the command's own; 126/127 when it cannot be run or found; 3 when there is
+no devbox NAME; 6 when Docker is not reachable.
+"""
+
+
+def container_name(name: str) -> str:
+    return BOX_PREFIX + name
+
+
+def check_name(name: str) -> str:
+    # [A-Za-z0-9][A-Za-z0-9_.-]{0,62}, checked by hand: compiling a regex costs start-up time.
+    # It also keeps the name safe to put in an API path.
+    if not (0 < len(name) <= 63 and name[0] in _ALNUM and _NAME_CHARS.issuperset(name)):
+        raise UsageError(
+            f"invalid devbox name {name!r}",
+            "use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
+        )
+    return name
+
+
+class ExecOptions:
+    """What to run where. A plain class: dataclasses costs ~10 ms of import time here."""
+
+    __slots__ = ("cmd", "env", "interactive", "name", "tty", "user", "workdir")
+
+    def __init__(
+        self,
+        name: str = "",
+        cmd: list[str] | None = None,
+        *,
+        env: list[str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        interactive: bool = False,
+        tty: bool = False,
+    ) -> None:
+        self.name = name
+        self.cmd = cmd or []
+        self.env = env or []
+        self.workdir = workdir
+        self.user = user
+        self.interactive = interactive
+        self.tty = tty
+
+
+# -- the Engine API over a unix socket -----------------------------------------------------
+
+
+def _socket_path() -> str:
+    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        raise DockerUnavailableError(
+            f"devbox exec needs Docker on a unix socket, not DOCKER_HOST={host}",
+            "point DOCKER_HOST at unix:///path/to/docker.sock",
+        )
+    return host[len("unix://") :]
+
+
+def _unavailable(path: str, exc: OSError) -> DockerUnavailableError:
+    return DockerUnavailableError(
+        f"cannot reach the Docker engine at unix://{path} ({exc.strerror or exc})",
+        "start Docker (for example `sudo systemctl start docker`), or point DOCKER_HOST "
+        "at a running engine; `docker info` should succeed",
+    )
+
+
+def _connect() -> socket.socket:
+    path = _socket_path()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except OSError as exc:
+        sock.close()
+        raise _unavailable(path, exc) from None
+    return sock
+
+
+def _send(sock: socket.socket, method: str, path: str, body: object, upgrade: bool) -> None:
+    payload = b"" if body is None else json.dumps(body).encode()
+    head = [f"{method} {API}{path} HTTP/1.1", "Host: docker"]
+    if body is not None:
+        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
+    head += ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+
+
+def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise DevboxRuntimeError("the Docker engine closed the connection unexpectedly")
+        buf += chunk
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {}
+    for line in lines[1:]:
+        key, _, value = line.partition(":")
+        headers[key.strip().lower()] = value.strip()
+    return status, headers, rest
+
+
+def _read_body(sock: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
+    buf = bytearray(rest)
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+        return _dechunk(bytes(buf))
+    length = int(headers.get("content-length", "-1"))
+    while length < 0 or len(buf) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return bytes(buf)
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+def _request(method: str, path: str, body: object = None) -> tuple[int, object]:
+    sock = _connect()
+    try:
+        _send(sock, method, path, body, upgrade=False)
+        status, headers, rest = _read_head(sock)
+        raw = _read_body(sock, headers, rest)
+    finally:
+        sock.close()
+    try:
+        data = json.loads(raw) if raw.strip() else None
+    except ValueError:
+        data = raw.decode("utf-8", "replace")
+    return status, data
+
+
+def _message(data: object) -> str:
+    if isinstance(data, dict) and "message" in data:
+        return str(data["message"])
+    return str(data or "no details").strip()
+
+
+def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
+    body = {
+        "AttachStdin": attach_stdin,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "Tty": opts.tty,
+        "Env": opts.env,
+        "Cmd": opts.cmd,
+    }
+    if opts.workdir:
+        body["WorkingDir"] = opts.workdir
+    if opts.user:
+        body["User"] = opts.user
+    status, data = _request(
+        "POST", f"/containers/{container_name(check_name(opts.name))}/exec", body
+    )
+    if status == 201 and isinstance(data, dict):
+        return str(data["Id"])
+    if status == 404:
+        raise NotFoundError(
+            f"no devbox {opts.name}", "`devbox list` shows the devboxes; `devbox create` makes one"
+        )
+    if status == 409:
+        raise DevboxRuntimeError(
+            f"devbox {opts.name} is not running ({_message(data)})",
+            f"start it again with `devbox repair {opts.name}`",
+        )
+    raise DevboxRuntimeError(f"docker exec in devbox {opts.name} failed: {_message(data)}")
+
+
+def start_exec(exec_id: str, tty: bool) -> tuple[socket.socket, bytes]:
+    """Start the exec and return the hijacked socket plus any stream bytes already read."""
+    sock = _connect()
+    _send(sock, "POST", f"/exec/{exec_id}/start", {"Detach": False, "Tty": tty}, upgrade=True)
+    status, headers, rest = _read_head(sock)
+    if status not in (101, 200):
+        body = _read_body(sock, headers, rest)
+        sock.close()
+        raise DevboxRuntimeError(f"docker exec failed to start: {body.decode(errors='replace')}")
+    return sock, rest
+
+
+def exit_code(exec_id: str) -> int:
+    import time
+
+    deadline = time.monotonic() + 5.0
+    while True:
+        status, data = _request("GET", f"/exec/{exec_id}/json")
+        if status != 200 or not isinstance(data, dict):
+            raise DevboxRuntimeError(f"cannot read the exit status of the exec: {_message(data)}")
+        if not data.get("Running") and data.get("ExitCode") is not None:
+            return int(data["ExitCode"])
+        if time.monotonic() > deadline:
+            raise DevboxRuntimeError("the engine did not report the exit status of the exec")
+        time.sleep(0.005)
+
+
+def _frames(sock: socket.socket, buf: bytes):  # type: ignore[no-untyped-def]
+    """Yield (stream, payload) from Docker's multiplexed stream: 8-byte header, then data."""
+    buf = bytearray(buf)
+    while True:
+        while len(buf) >= 8:
+            stream, size = struct.unpack(">BxxxL", buf[:8])
+            if len(buf) < 8 + size:
+                break
+            yield stream, bytes(buf[8 : 8 + size])
+            del buf[: 8 + size]
+        chunk = sock.recv(262144)
+        if not chunk:
+            return
+        buf += chunk
+
+
+def _pump_stdin(sock: socket.socket, source: int | bytes) -> None:
+    """Copy stdin (a fd, or bytes) to the exec, then half-close so the command sees EOF."""
+    try:
+        if isinstance(source, bytes):
+            sock.sendall(source)
+        else:
+            while chunk := os.read(source, 65536):
+                sock.sendall(chunk)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass  # the command exited and the engine closed its side first
+
+
+def run(opts: ExecOptions, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run to completion and capture: (exit code, stdout, stderr). For Python callers."""
+    check_name(opts.name)
+    exec_id = create_exec(opts, attach_stdin=stdin is not None)
+    sock, rest = start_exec(exec_id, opts.tty)
+    out, err = bytearray(), bytearray()
+    with sock:
+        if stdin is not None:
+            import threading
+
+            threading.Thread(target=_pump_stdin, args=(sock, stdin), daemon=True).start()
+        if opts.tty:
+            out += rest
+            while chunk := sock.recv(262144):
+                out += chunk
+        else:
+            for stream, payload in _frames(sock, rest):
+                (err if stream == 2 else out).extend(payload)
+    return exit_code(exec_id), bytes(out), bytes(err)
+
+
+# -- the command line ----------------------------------------------------------------------
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _resize(exec_id: str) -> None:
+    try:
+        cols, rows = os.get_terminal_size(sys.stdout.fileno())
+        _request("POST", f"/exec/{exec_id}/resize?h={rows}&w={cols}")
+    except (OSError, DevboxRuntimeError):
+        pass
+
+
+def _interactive(opts: ExecOptions, exec_id: str) -> int:
+    sock, rest = start_exec(exec_id, opts.tty)
+    restore = None
+    if opts.tty and os.isatty(0):
+        import signal
+        import termios
+        import tty
+
+        saved = termios.tcgetattr(0)
+        tty.setraw(0)
+        restore = lambda: termios.tcsetattr(0, termios.TCSADRAIN, saved)  # noqa: E731
+        _resize(exec_id)
+        signal.signal(signal.SIGWINCH, lambda *_: _resize(exec_id))
+    try:
+        if opts.interactive:
+            import threading
+
+            threading.Thread(target=_pump_stdin, args=(sock, 0), daemon=True).start()
+        try:
+            if opts.tty:
+                _write(1, rest)
+                while chunk := sock.recv(262144):
+                    _write(1, chunk)
+            else:
+                for stream, payload in _frames(sock, rest):
+                    _write(2 if stream == 2 else 1, payload)
+        except BrokenPipeError:
+            return 141  # our reader went away, as a shell reports SIGPIPE
+    finally:
+        sock.close()
+        if restore:
+            restore()
+    return exit_code(exec_id)
+
+
+def parse_args(args: list[str]) -> ExecOptions | None:
+    """Parse `devbox exec` arguments; None means --help was asked for."""
+    opts = ExecOptions()
+    takes_value = {"e": "env", "w": "workdir", "u": "user"}
+    longs = {"--env": "e", "--workdir": "w", "--user": "u", "--interactive": "i", "--tty": "t"}
+    i = 0
+
+    def value_of(flag: str, inline: str | None) -> str:
+        nonlocal i
+        if inline is not None:
+            return inline
+        i += 1
+        if i >= len(args):
+            raise UsageError(f"devbox exec: {flag} needs a value", "see `devbox exec --help`")
+        return args[i]
+
+    def apply(letter: str, flag: str, inline: str | None) -> None:
+        if letter == "i":
+            opts.interactive = True
+        elif letter == "t":
+            opts.tty = True
+        elif letter == "e":
+            item = value_of(flag, inline)
+            if "=" not in item:
+                if item not in os.environ:
+                    return
+                item = f"{item}={os.environ[item]}"
+            opts.env.append(item)
+        elif letter == "w":
+            opts.workdir = value_of(flag, inline)
+        elif letter == "u":
+            opts.user = value_of(flag, inline)
+
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            opts.cmd = args[i + 1 :]
+            break
+        if arg in ("-h", "--help"):
+            return None
+        if arg.startswith("--"):
+            flag, eq, inline = arg.partition("=")
+            if flag not in longs:
+                raise UsageError(f"devbox exec: unknown option {flag}", "see `devbox exec --help`")
+            apply(longs[flag], flag, inline if eq else None)
+        elif arg.startswith("-") and len(arg) > 1:
+            for pos, letter in enumerate(arg[1:], start=1):
+                if letter in takes_value:
+                    apply(letter, f"-{letter}", arg[pos + 1 :] or None)
+                    break
+                if letter not in "it":
+                    raise UsageError(
+                        f"devbox exec: unknown option -{letter}", "see `devbox exec --help`"
+                    )
+                apply(letter, f"-{letter}", None)
+        elif not opts.name:
+            opts.name = arg
+        else:
+            opts.cmd = args[i:]
+            break
+        i += 1
+    if not opts.name:
+        raise UsageError("devbox exec: missing NAME", "usage: devbox exec NAME -- CMD [ARG...]")
+    if not opts.cmd:
+        raise UsageError("devbox exec: missing CMD", "usage: devbox exec NAME -- CMD [ARG...]")
+    check_name(opts.name)
+    return opts
 
 
 def main(args: list[str]) -> int:
-    return 0
+    opts = parse_args(args)
+    if opts is None:
+        sys.stdout.write(USAGE)
+        return 0
+    exec_id = create_exec(opts, attach_stdin=opts.interactive)
+    return _interactive(opts, exec_id)

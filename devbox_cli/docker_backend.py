@@ -1,0 +1,261 @@
+"""The only module that imports docker-py. It maps SDK objects and errors to ours.
+
+Every call goes through the low-level APIClient (one request per call, no hidden
+inspects), and every docker-py exception leaves this module as a DevboxError:
+an unreachable engine is DockerUnavailableError, a 404 is None or NotFoundError,
+a 409 is ConflictError, anything else DevboxRuntimeError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from devbox_cli.errors import (
+    ConflictError,
+    DevboxRuntimeError,
+    DockerUnavailableError,
+    NotFoundError,
+)
+
+DEFAULT_SOCKET = "unix:///var/run/docker.sock"
+
+
+def docker_host() -> str:
+    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
+
+
+def unavailable(detail: str = "") -> DockerUnavailableError:
+    why = f" ({detail})" if detail else ""
+    return DockerUnavailableError(
+        f"cannot reach the Docker engine at {docker_host()}{why}",
+        "start Docker (for example `sudo systemctl start docker`), or point DOCKER_HOST "
+        "at a running engine; `docker info` should succeed",
+    )
+
+
+@contextlib.contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Turn docker-py and transport errors into DevboxErrors naming `what`."""
+    try:
+        yield
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"{what}: {_explain(exc)}") from None
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:
+            raise ConflictError(f"{what}: {_explain(exc)}") from None
+        raise DevboxRuntimeError(f"{what}: {_explain(exc)}") from None
+    except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
+        raise unavailable(exc.__class__.__name__) from None
+    except docker.errors.DockerException as exc:
+        raise unavailable(str(exc).split("\n")[0][:200]) from None
+
+
+def _explain(exc: docker.errors.APIError) -> str:
+    text = exc.explanation if isinstance(exc.explanation, str) else str(exc)
+    return (text or "docker error").strip()
+
+
+class DockerBackend:
+    """A thin, typed face over the Docker engine API for devboxes."""
+
+    def __init__(self) -> None:
+        with _mapped("connecting to Docker"):
+            self.api = docker.APIClient(
+                base_url=docker_host(),
+                version=os.environ.get("DOCKER_API_VERSION") or "auto",
+                timeout=120,
+            )
+
+    # -- images ----------------------------------------------------------------------------
+
+    def image(self, ref: str) -> dict[str, Any] | None:
+        with _mapped(f"inspecting image {ref}"):
+            try:
+                return self.api.inspect_image(ref)
+            except docker.errors.NotFound:
+                return None
+
+    # -- containers ------------------------------------------------------------------------
+
+    def container(self, name: str) -> dict[str, Any] | None:
+        """`docker inspect` of one container, or None when it does not exist."""
+        with _mapped(f"inspecting container {name}"):
+            try:
+                return self.api.inspect_container(name)
+            except docker.errors.NotFound:
+                return None
+
+    def containers(self, *labels: str) -> list[dict[str, Any]]:
+        """Every container (running or not) carrying all `labels` (`key` or `key=value`)."""
+        with _mapped("listing containers"):
+            return self.api.containers(all=True, filters={"label": list(labels)})
+
+    def create_container(
+        self,
+        image: str,
+        *,
+        name: str,
+        network: str,
+        aliases: list[str] | None = None,
+        labels: dict[str, str],
+        **spec: Any,
+    ) -> str:
+        """Create (not start) a container attached to `network` only; returns its id."""
+        host = dict(spec.pop("host", {}))
+        with _mapped(f"creating container {name}"):
+            host_config = self.api.create_host_config(network_mode=network, **host)
+            networking = self.api.create_networking_config(
+                {network: self.api.create_endpoint_config(aliases=aliases or None)}
+            )
+            created = self.api.create_container(
+                image,
+                name=name,
+                labels=labels,
+                host_config=host_config,
+                networking_config=networking,
+                **spec,
+            )
+        return created["Id"]
+
+    def connect(self, container: str, network: str, aliases: list[str] | None = None) -> None:
+        with _mapped(f"connecting {container} to network {network}"):
+            self.api.connect_container_to_network(container, network, aliases=aliases)
+
+    def start(self, container: str) -> None:
+        with _mapped(f"starting container {container}"):
+            self.api.start(container)
+
+    def kill(self, container: str) -> None:
+        with _mapped(f"killing container {container}"):
+            self.api.kill(container)
+
+    def remove_container(self, container: str) -> bool:
+        """Force-remove; False when it was already gone."""
+        with _mapped(f"removing container {container}"):
+            try:
+                self.api.remove_container(container, force=True, v=True)
+            except docker.errors.NotFound:
+                return False
+            except docker.errors.APIError as exc:
+                # A removal already under way (a concurrent delete) counts as gone.
+                if exc.status_code == 409 and "already in progress" in _explain(exc):
+                    return False
+                raise
+        return True
+
+    def logs(
+        self,
+        container: str,
+        *,
+        follow: bool,
+        stdout: bool = True,
+        stderr: bool = True,
+        tail: int | str = "all",
+    ) -> Iterator[bytes]:
+        with _mapped(f"reading logs of {container}"):
+            stream = self.api.logs(
+                container, stdout=stdout, stderr=stderr, stream=True, follow=follow, tail=tail
+            )
+        with _mapped(f"reading logs of {container}"):
+            yield from stream
+
+    # -- networks --------------------------------------------------------------------------
+
+    def network(self, name: str) -> dict[str, Any] | None:
+        with _mapped(f"inspecting network {name}"):
+            try:
+                return self.api.inspect_network(name)
+            except docker.errors.NotFound:
+                return None
+
+    def networks(self, *labels: str) -> list[dict[str, Any]]:
+        with _mapped("listing networks"):
+            return self.api.networks(filters={"label": list(labels)})
+
+    def create_network(
+        self,
+        name: str,
+        *,
+        labels: dict[str, str],
+        internal: bool = False,
+        options: dict[str, str] | None = None,
+    ) -> str:
+        with _mapped(f"creating network {name}"):
+            created = self.api.create_network(
+                name,
+                driver="bridge",
+                internal=internal,
+                options=options or None,
+                labels=labels,
+                check_duplicate=True,
+            )
+        return created["Id"]
+
+    def remove_network(self, network: str) -> bool:
+        """False when it was already gone."""
+        with _mapped(f"removing network {network}"):
+            try:
+                self.api.remove_network(network)
+            except docker.errors.NotFound:
+                return False
+        return True
+
+    # -- exec ------------------------------------------------------------------------------
+
+    def exec_with_stdin(
+        self, container: str, cmd: list[str], data: bytes, *, timeout: float = 30.0
+    ) -> tuple[int, str]:
+        """Run `cmd` in `container` with `data` on its stdin (then EOF); returns the exit code
+        and its combined output. This is how secrets reach the proxy: the bytes travel over
+        the engine's API socket only, never in argv, env or a file."""
+        with _mapped(f"exec in {container}"):
+            exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True, stderr=True)
+            sock = self.api.exec_start(exec_id["Id"], socket=True)
+            raw: socket.socket = getattr(sock, "_sock", sock)
+            try:
+                raw.settimeout(timeout)
+                raw.sendall(data)
+                raw.shutdown(socket.SHUT_WR)
+                output = _read_multiplexed(raw)
+            finally:
+                sock.close()
+            code = self._exit_code(exec_id["Id"], timeout)
+        return code, output.decode("utf-8", "replace")
+
+    def _exit_code(self, exec_id: str, timeout: float) -> int:
+        # The stream ends when the process exits; the engine may record the code a moment later.
+        deadline = time.monotonic() + min(timeout, 5.0)
+        while True:
+            info = self.api.exec_inspect(exec_id)
+            if not info.get("Running") and info.get("ExitCode") is not None:
+                return int(info["ExitCode"])
+            if time.monotonic() > deadline:
+                raise DevboxRuntimeError("the engine did not report the exit code of an exec")
+            time.sleep(0.01)
+
+
+def _read_multiplexed(sock: socket.socket) -> bytes:
+    """Read Docker's stdout/stderr frames (8-byte header: stream, 0, 0, 0, size) to EOF."""
+    buf = bytearray()
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    out = bytearray()
+    pos = 0
+    while pos + 8 <= len(buf):
+        _stream, size = struct.unpack(">BxxxL", bytes(buf[pos : pos + 8]))
+        out += buf[pos + 8 : pos + 8 + size]
+        pos += 8 + size
+    return bytes(out)
