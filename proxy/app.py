@@ -20,8 +20,6 @@ ClientSession, and the admin socket (proxy/admin.py).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
-import itertools
 import logging
 import os
 import ssl
@@ -94,25 +92,6 @@ def write_private(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-
-
-def local_addresses() -> frozenset[IPAddress]:
-    """Every address of this host's interfaces (the forward side refuses them as targets)."""
-    found: set[IPAddress] = set()
-    try:
-        lines = Path("/proc/net/fib_trie").read_text().splitlines()
-        for prev, line in itertools.pairwise(lines):
-            if "/32 host LOCAL" in line:
-                found.add(ipaddress.ip_address(prev.split()[-1]))
-    except (OSError, ValueError):
-        pass
-    try:
-        for line in Path("/proc/net/if_inet6").read_text().splitlines():
-            raw = line.split()[0]
-            found.add(ipaddress.ip_address(":".join(raw[i : i + 4] for i in range(0, 32, 4))))
-    except (OSError, ValueError, IndexError):
-        pass
-    return frozenset(found)
 
 
 class _Protocol(RequestHandler):
