@@ -409,6 +409,12 @@ class Policy:
     def __repr__(self) -> str:
         return f"Policy(name={self.name!r}, allow_all={self.allow_all})"
 
+    @property
+    def allow_cidrs(self) -> tuple[IPNetwork, ...]:
+        """The allow-cidr networks. When empty, a name refused on the name alone ("no-match")
+        stays refused whatever it resolves to, so a caller may skip the lookup."""
+        return self._cidrs
+
     @classmethod
     def compile(cls, spec: PolicySpec) -> Policy:
         """Validate and index every rule of `spec`; raises PolicyError on the first bad one."""

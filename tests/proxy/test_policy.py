@@ -491,6 +491,14 @@ def test_own_addresses_refused_even_when_allowed():
     assert policy.decide("172.18.0.3", 80, own_addresses=own).allowed
 
 
+def test_allow_cidrs_are_public():
+    assert compile_(allow=["a.com"]).allow_cidrs == ()
+    assert compile_(allow_cidr=["10.0.0.1", "fd00::/8"]).allow_cidrs == (
+        ipaddress.ip_network("10.0.0.1/32"),
+        ipaddress.ip_network("fd00::/8"),
+    )
+
+
 def test_decision_json_and_reason():
     decision = ANTHROPIC.decide("evil.com", 443)
     assert decision == Decision(False, decision.reason, "no-match")
