@@ -253,7 +253,7 @@ async def _relay(
         headers=headers,
         data=data,
         allow_redirects=False,
-        ssl=tls if url.scheme == "https" else None,
+        ssl=tls if tls is not None else True,  # verification can never be turned off
         compress=None,
         auto_decompress=False,
     ) as upstream:
@@ -333,7 +333,7 @@ async def _relay_websocket(
         url,
         headers=headers,
         protocols=protocols,
-        ssl=ctx.state.upstream_ssl.get(binding.prefix) if url.scheme == "wss" else None,
+        ssl=ctx.state.upstream_ssl.get(binding.prefix, True),
         autoping=True,
         heartbeat=None,
     )
