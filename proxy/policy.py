@@ -21,6 +21,10 @@ spelling (`127.1`, `0x7f000001`, `[::ffff:127.0.0.1]` ...); an allow rule for a 
 an IP literal in. An IP deny rule additionally applies to every resolved address, so denying
 `169.254.169.254` also stops a name that resolves there.
 
+Unicode names go through the stdlib `idna` codec (IDNA 2003: nameprep case folding and NFKC,
+so `ß` becomes `ss` and full-width digits become ASCII); rules and hosts take the same path,
+so they agree, and a name that turns into an IP literal is treated as one.
+
 IPv4-mapped IPv6 addresses (`::ffff:a.b.c.d`) are the same destination as `a.b.c.d` on a
 dual-stack socket, so they are folded to IPv4 everywhere. Other IPv4-embedding forms (NAT64,
 6to4, Teredo, IPv4-compatible) are distinct addresses; they are refused when the IPv4 they
@@ -43,7 +47,7 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_HOST_LEN = 253
 MAX_LABEL_LEN = 63
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?|[a-z0-9_]")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
 _IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
 _NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
 _PORT = re.compile(r"[0-9]{1,5}")
