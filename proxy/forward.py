@@ -29,7 +29,7 @@ from yarl import URL
 from proxy import audit
 from proxy.context import IPAddress, ProxyContext
 from proxy.errors import ProxyError, classify, error_response
-from proxy.policy import Decision, PolicyError, decide, normalize_host, parse_ip_literal
+from proxy.policy import Decision, Policy, PolicyError, decide, normalize_host, parse_ip_literal
 from proxy.resolve import local_addresses, resolve
 from proxy.tunnel import Detached, Tunnel
 
@@ -193,13 +193,13 @@ def _refuse(decision: Decision) -> ProxyError:
     return ProxyError(403, f"denied by policy: {decision.reason} (rule {decision.rule})")
 
 
-def _needs_addresses(policy: object, decision: Decision) -> bool:
+def _needs_addresses(policy: Policy | None, decision: Decision) -> bool:
     """Whether a name refused on its name alone could still be admitted by its addresses.
 
     Only an allow-cidr admits by address; without one, "no-match" is final and the name is
     not looked up at all.
     """
-    return decision.rule == "no-match" and bool(getattr(policy, "_cidrs", True))
+    return decision.rule == "no-match" and policy is not None and bool(policy.allow_cidrs)
 
 
 async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAddress]:
