@@ -102,6 +102,7 @@ class _Protocol(RequestHandler):
         self._settings = manager.settings
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
+        self._last_payload: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
@@ -119,11 +120,16 @@ class _Protocol(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count
-        idle = self._current_request is None and not self._upgraded
+        # Bytes are part of a head unless the last request's body is still arriving (its
+        # handler may not have started yet, so _current_request cannot tell).
+        body = self._last_payload
+        idle = (body is None or body.is_eof()) and not self._upgraded
         super().data_received(data)
         if self._request_count != before:
             self._cancel_head_timer()
             self._head_bytes = 0
+            if self._messages:
+                self._last_payload = self._messages[-1][1]
         elif idle and data and self._payload_parser is None:
             # bytes of a request head that is not complete yet
             self._head_bytes += len(data)
