@@ -266,7 +266,7 @@ class Store:
                 f"cannot read {path}: {exc.strerror}", "check the file's owner and mode"
             ) from None
         try:
-            return json.loads(text)
+            return json.loads(text.decode("utf-8"))
         except UnicodeDecodeError:
             problem = "it is not UTF-8 text"
         except json.JSONDecodeError as exc:
