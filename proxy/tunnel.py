@@ -41,8 +41,8 @@ class _End(asyncio.Protocol):
         self._pending: list[bytes] = []  # read before the peer was wired up
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses, so no isinstance check
+        self.transport = transport  # type: ignore[assignment]
         if self.peer is None:
             # server-speaks-first protocols: hold upstream bytes until the 200 has gone out
             transport.pause_reading()
@@ -165,7 +165,7 @@ class Tunnel:
         """
         transport = request.transport
         protocol = request.protocol
-        if not isinstance(transport, asyncio.Transport) or transport.is_closing():
+        if transport is None or transport.is_closing():
             return False
         early = _early_bytes(request)
         self.client.transport = transport

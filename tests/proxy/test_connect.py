@@ -295,3 +295,46 @@ async def test_unconfigured_proxy_refuses_connect(start_proxy):
     resp = await raw_exchange(proxy.port, connect_request("localhost:443"))
     assert resp.status == 503
     assert proxy.ctx.resolve.calls == []
+
+
+def test_tunnel_under_uvloop():
+    """The proxy image runs on uvloop, whose transports differ from asyncio's (no
+    asyncio.Transport subclass, their own set_protocol): run a tunnel on one."""
+    uvloop = pytest.importorskip("uvloop")
+    from proxy.app import ProxyApp
+    from proxy.audit import AuditLog
+
+    class Sink:
+        def write(self, text: str) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+    async def scenario() -> bytes:
+        async def count_then_answer(reader, writer):
+            data = await reader.read()
+            writer.write(b"got %d bytes" % len(data))
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(count_then_answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        app = ProxyApp(resolve=loopback_resolver("localhost"), audit_log=AuditLog(Sink()))
+        app.apply(make_config(policy=LOOPBACK_CIDR), persist=False)
+        await app.start("127.0.0.1", 0)
+        try:
+            assert app.port is not None
+            resp, reader, writer = await open_tunnel(app.port, f"localhost:{port}", b"early")
+            assert resp.status == 200
+            writer.write(b"z" * 200_000)
+            writer.write_eof()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return answer
+        finally:
+            await app.close()
+            server.close()
+            await server.wait_closed()
+
+    assert uvloop.run(scenario()) == b"got 200005 bytes"
