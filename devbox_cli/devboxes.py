@@ -1,14 +1,824 @@
-"""Stub: filled in by its owner (DevboxesAPI)."""
+"""DevboxesAPI: devboxes on Docker (create, exec, list, show, logs, delete, repair).
+
+One devbox NAME is three Docker objects (docs/architecture.md):
+
+    devbox-NAME-net     internal bridge with inhibit_ipv4: no route out, and the host has no
+                        address on it, so the box cannot reach any host address either
+    devbox-NAME-proxy   the proxy, on that network (alias `proxy`) and on the egress network
+    devbox-NAME         the box, on devbox-NAME-net only
+
+Docker is the source of truth: everything list/show/delete need is read back from labels
+and the box's environment (its gateway tokens). The real credentials reach the proxy only
+over the Docker API, on the stdin of `python -m proxy.admin load` inside the proxy.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from devbox_cli import __version__
+from devbox_cli.errors import (
+    ConflictError,
+    DevboxError,
+    DevboxRuntimeError,
+    DockerUnavailableError,
+    NotFoundError,
+    UsageError,
+)
+from devbox_cli.fastexec import BOX_PREFIX, ExecOptions, check_name
+from proxy.config import DEFAULT_PORT, GATEWAY_ROUTE, ProxyConfig
+
+if TYPE_CHECKING:
+    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.store import Store
+    from proxy.config import GatewayBinding, PolicySpec
+
+VERSION = __version__
+DEFAULT_IMAGE = f"devbox/default:{VERSION}"
+DEFAULT_PROXY_IMAGE = f"devbox/proxy:{VERSION}"
+DEFAULT_EGRESS = "devbox-egress"
+PROXY_HOST = "proxy"  # the proxy's alias on the devbox's own network
+PROXY_URL = f"http://{PROXY_HOST}:{DEFAULT_PORT}"
+PROXY_PYTHON = "/opt/proxy/bin/python"
+READY_TIMEOUT = 30.0
+# `python -m proxy.admin load`, except that it imports the admin client while the proxy's
+# server is still starting and then waits for its socket: one exec instead of a retry loop
+# of them (each costs ~200 ms of interpreter start-up). The config itself is on stdin.
+LOAD_CMD = [
+    PROXY_PYTHON,
+    "-c",
+    "import os, sys, time\n"
+    "from proxy import admin\n"
+    "deadline = time.monotonic() + 10\n"
+    "while not os.path.exists(admin.DEFAULT_SOCKET) and time.monotonic() < deadline:\n"
+    "    time.sleep(0.01)\n"
+    "sys.exit(admin.main(['load']))\n",
+]
+
+LABEL_NAME = "devbox.name"
+LABEL_ROLE = "devbox.role"
+LABEL_VERSION = "devbox.version"
+LABEL_GATEWAYS = "devbox.gateways"
+LABEL_POLICY = "devbox.policy"
+LABEL_EGRESS = "devbox.egress"
+
+PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
+RESERVED_ENV = (*PROXY_ENV, "DEVBOX_NAME")
+_ENV_FIRST = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ENV_REST = _ENV_FIRST | set("0123456789")
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class GatewayView:
+    prefix: str
+    gateway: str
+    secret: str
+    url: str
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "prefix": self.prefix,
+            "gateway": self.gateway,
+            "secret": self.secret,
+            "url": self.url,
+        }
+
+
+@dataclass(frozen=True)
+class ProxyView:
+    id: str | None
+    status: str  # the container's state, or "missing"
+    health: str | None = None  # ok | unconfigured | unreachable; None when not checked
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "health": self.health}
+
+
+@dataclass(frozen=True)
+class Devbox:
+    name: str
+    id: str | None
+    status: str  # the box container's state, or "missing"
+    image: str | None
+    policy: str | None
+    gateways: tuple[GatewayView, ...]
+    proxy: ProxyView
+    created_at: str | None = None
+    egress_network: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "status": self.status,
+            "image": self.image,
+            "policy": self.policy,
+            "gateways": [g.to_json() for g in self.gateways],
+            "proxy": self.proxy.to_json(),
+            "created_at": self.created_at,
+            "egress_network": self.egress_network,
+        }
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    name: str
+    removed: bool  # False: there was nothing left of it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "removed": self.removed}
+
+
+# -- parsing helpers the CLI shares --------------------------------------------------------
+
+
+def is_env_name(name: str) -> bool:
+    return bool(name) and name[0] in _ENV_FIRST and _ENV_REST.issuperset(name)
+
+
+def parse_gateway_spec(spec: str) -> tuple[str, str, str]:
+    """`PREFIX=GATEWAY:SECRET` -> (prefix, gateway, secret)."""
+    prefix, eq, rest = spec.partition("=")
+    gateway, colon, secret = rest.partition(":")
+    if not (eq and colon and prefix and gateway and secret):
+        raise UsageError(
+            f"invalid --gateway {spec!r}",
+            "use PREFIX=GATEWAY:SECRET, e.g. ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC",
+        )
+    return prefix, gateway, secret
+
+
+def parse_env_spec(spec: str) -> tuple[str, str]:
+    key, eq, value = spec.partition("=")
+    if not eq or not is_env_name(key):
+        raise UsageError(
+            f"invalid --env {spec!r}", "use K=V where K is an environment-variable name"
+        )
+    return key, value
+
+
+def _iso(created: Any) -> str | None:
+    if isinstance(created, int | float):
+        return (
+            datetime.fromtimestamp(created, UTC)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z")
+        )
+    if isinstance(created, str) and created:
+        return created.split(".")[0].rstrip("Z") + "Z"
+    return None
+
+
+def _labels(name: str, role: str, **extra: str) -> dict[str, str]:
+    return {LABEL_NAME: name, LABEL_ROLE: role, LABEL_VERSION: VERSION, **extra}
+
+
+def _gateway_views(labels: Mapping[str, str]) -> tuple[GatewayView, ...]:
+    try:
+        raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
+    except ValueError:
+        raw = {}
+    return tuple(
+        GatewayView(
+            prefix,
+            str(ref.get("gateway")),
+            str(ref.get("secret")),
+            f"{PROXY_URL}{GATEWAY_ROUTE}{prefix}",
+        )
+        for prefix, ref in sorted(raw.items())
+        if isinstance(ref, dict)
+    )
+
+
+def _env_of(container: Mapping[str, Any]) -> dict[str, str]:
+    items = (container.get("Config") or {}).get("Env") or []
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
+def _state(container: Mapping[str, Any] | None) -> str:
+    if container is None:
+        return "missing"
+    state = container.get("State")
+    return str(state.get("Status") if isinstance(state, dict) else state)
+
 
 class DevboxesAPI:
-    def _devboxes_using(self, kind: str, name: str) -> list[str]:
-        """Names of existing devboxes that use the secret/gateway/policy `name` (kind is
-        "secret", "gateway" or "policy"). Deletes are refused while this is non-empty."""
-        return []
+    if TYPE_CHECKING:
+        store: Store
+
+        def _binding(
+            self, prefix: str, gateway_name: str, secret_name: str, token: str
+        ) -> GatewayBinding: ...
+
+        def _policy_spec(self, name: str) -> PolicySpec: ...
+
+    _docker_client: DockerBackend | None = None
+
+    def _docker(self) -> DockerBackend:
+        if self._docker_client is None:
+            from devbox_cli.docker_backend import DockerBackend
+
+            self._docker_client = DockerBackend()
+        return self._docker_client
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create_devbox(
+        self,
+        name: str | None = None,
+        *,
+        image: str | None = None,
+        gateways: Mapping[str, tuple[str, str]] | None = None,
+        policy: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cpus: float | None = None,
+        memory: str | None = None,
+        progress: Progress | None = None,
+    ) -> Devbox:
+        """Create a devbox and return once it can run commands (proxy configured, box up).
+        Everything is validated before anything is created; on a later failure whatever was
+        made is removed again."""
+        say = progress or (lambda _text: None)
+        bindings = {p: tuple(ref) for p, ref in (gateways or {}).items()}
+        box_env = self._box_env(name or "", bindings, dict(env or {}))
+        host_limits = _limits(cpus, memory)
+        image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
+        proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
+
+        say("checking gateways, secrets and policy")
+        tokens = {prefix: "gwt_" + secrets.token_urlsafe(32) for prefix in bindings}
+        docker = self._docker()
+        name = check_name(name) if name else self._fresh_name(docker)
+        config = self._proxy_config(name, bindings, tokens, policy)  # unknown names raise here
+        say("checking Docker")
+        self._check_free(docker, name)
+        for ref, what in ((image, "image"), (proxy_image, "proxy image")):
+            if docker.image(ref) is None:
+                raise NotFoundError(
+                    f"no {what} {ref} in the local Docker engine",
+                    "build the devbox images with `make images`, or pass an existing --image",
+                )
+        egress = self._egress_network(docker)
+        box_env = self._box_env(name, bindings, dict(env or {}), tokens)
+
+        made: list[tuple[str, str]] = []  # ("container"|"network", id), undone in reverse
+        box: _Background | None = None
+        try:
+            say("creating the network")
+            if egress == DEFAULT_EGRESS and docker.network(egress) is None:
+                self._make_default_egress(docker)
+            net = f"{BOX_PREFIX}{name}-net"
+            made.append(
+                (
+                    "network",
+                    docker.create_network(
+                        net,
+                        labels=_labels(name, "network"),
+                        internal=True,
+                        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
+                    ),
+                )
+            )
+            # The box starts beside the proxy; it has no egress until the proxy is configured.
+            box = _Background(
+                lambda: self._start_box(
+                    name, image, net, box_env, host_limits, bindings, policy, made
+                )
+            )
+            say("starting the proxy")
+            proxy_id = docker.create_container(
+                proxy_image,
+                name=f"{BOX_PREFIX}{name}-proxy",
+                network=net,
+                aliases=[PROXY_HOST],
+                labels=_labels(name, "proxy", **{LABEL_EGRESS: egress}),
+                host=_PROXY_HOST_CONFIG,
+            )
+            made.append(("container", proxy_id))
+            docker.connect(proxy_id, egress)
+            docker.start(proxy_id)
+            say("configuring the proxy")
+            self._push(docker, name, proxy_id, config)
+            box_id = box.result()
+            say("waiting for the devbox")
+            info = docker.container(box_id)
+            if _state(info) != "running":
+                raise DevboxRuntimeError(
+                    f"the devbox container exited right away ({_state(info)})",
+                    "the image needs a `sleep` binary; check `docker logs` of the container",
+                )
+        except BaseException:
+            if box is not None:
+                box.join()  # it may still be creating the box; undo that too
+            self._undo(docker, made)
+            raise
+        return Devbox(
+            name=name,
+            id=box_id[:12],
+            status="running",
+            image=image,
+            policy=policy,
+            gateways=_gateway_views({LABEL_GATEWAYS: _gateways_label(bindings)}),
+            proxy=ProxyView(proxy_id[:12], "running", "ok"),
+            created_at=_iso(info.get("Created") if info else None),
+            egress_network=egress,
+        )
+
+    def _start_box(
+        self,
+        name: str,
+        image: str,
+        net: str,
+        env: dict[str, str],
+        limits: dict[str, Any],
+        bindings: Mapping[str, tuple[str, str]],
+        policy: str | None,
+        made: list[tuple[str, str]],
+    ) -> str:
+        from devbox_cli.docker_backend import DockerBackend
+
+        docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
+        labels = _labels(
+            name, "box", **{LABEL_GATEWAYS: _gateways_label(bindings), LABEL_POLICY: policy or ""}
+        )
+        box_id = docker.create_container(
+            image,
+            name=f"{BOX_PREFIX}{name}",
+            network=net,
+            labels=labels,
+            hostname=name,
+            environment=[f"{k}={v}" for k, v in env.items()],
+            # Any image becomes a long-running box; `docker exec` does the work.
+            entrypoint=["sleep", "infinity"],
+            command=[],
+            host={
+                "init": True,
+                "restart_policy": {"Name": "unless-stopped"},
+                "cap_drop": ["NET_RAW"],
+                **limits,
+            },
+        )
+        made.append(("container", box_id))
+        docker.start(box_id)
+        return box_id
+
+    def _box_env(
+        self,
+        name: str,
+        bindings: Mapping[str, tuple[str, ...]],
+        env: dict[str, str],
+        tokens: Mapping[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The box's environment; refuses a prefix or --env that would shadow another."""
+        owned: dict[str, str] = {k: "the proxy settings" for k in RESERVED_ENV}
+        for prefix, ref in bindings.items():
+            if not is_env_name(prefix):
+                raise UsageError(
+                    f"invalid gateway prefix {prefix!r}",
+                    "a prefix is an environment-variable name, e.g. ANTHROPIC_API_KEY",
+                )
+            if len(ref) != 2 or not all(isinstance(r, str) and r for r in ref):
+                raise UsageError(f"gateway binding {prefix} needs a gateway and a secret name")
+            for var in (prefix, f"{prefix}_URL"):
+                if var in owned:
+                    raise UsageError(
+                        f"gateway prefix {prefix} sets {var}, which {owned[var]} also sets",
+                        "pick another prefix",
+                    )
+                owned[var] = f"gateway prefix {prefix}"
+        for key in env:
+            if not is_env_name(key):
+                raise UsageError(f"invalid environment variable name {key!r}")
+            if key in owned:
+                raise UsageError(
+                    f"--env {key} collides with {owned[key]}",
+                    f"drop --env {key} or pick another gateway prefix",
+                )
+        out = dict(env)
+        no_proxy = f"{PROXY_HOST},localhost,127.0.0.1,::1"
+        out.update(
+            HTTP_PROXY=PROXY_URL,
+            HTTPS_PROXY=PROXY_URL,
+            http_proxy=PROXY_URL,
+            https_proxy=PROXY_URL,
+            NO_PROXY=no_proxy,
+            no_proxy=no_proxy,
+            DEVBOX_NAME=name,
+        )
+        for prefix, token in (tokens or {}).items():
+            out[prefix] = token
+            out[f"{prefix}_URL"] = f"{PROXY_URL}{GATEWAY_ROUTE}{prefix}"
+        return out
+
+    def _proxy_config(
+        self,
+        name: str,
+        bindings: Mapping[str, tuple[str, ...]],
+        tokens: Mapping[str, str],
+        policy: str | None,
+    ) -> ProxyConfig:
+        gateways = tuple(
+            self._binding(prefix, ref[0], ref[1], tokens[prefix])
+            for prefix, ref in sorted(bindings.items())
+        )
+        spec = self._policy_spec(policy) if policy else None
+        return ProxyConfig(devbox=name, gateways=gateways, policy=spec)
+
+    def _fresh_name(self, docker: DockerBackend) -> str:
+        while True:
+            name = f"box-{secrets.token_hex(3)}"
+            if not docker.containers(f"{LABEL_NAME}={name}"):
+                return name
+
+    def _check_free(self, docker: DockerBackend, name: str) -> None:
+        taken = (
+            docker.containers(f"{LABEL_NAME}={name}")
+            or docker.container(f"{BOX_PREFIX}{name}")
+            or docker.container(f"{BOX_PREFIX}{name}-proxy")
+            or docker.network(f"{BOX_PREFIX}{name}-net")
+        )
+        if taken:
+            raise ConflictError(
+                f"devbox {name} already exists",
+                f"pick another name, or remove it with `devbox delete {name}`",
+            )
+
+    def _egress_network(self, docker: DockerBackend) -> str:
+        egress = os.environ.get("DEVBOX_EGRESS_NETWORK") or DEFAULT_EGRESS
+        if egress != DEFAULT_EGRESS and docker.network(egress) is None:
+            raise NotFoundError(
+                f"no Docker network {egress} (DEVBOX_EGRESS_NETWORK)",
+                "create it with `docker network create` or unset the variable",
+            )
+        return egress
+
+    def _make_default_egress(self, docker: DockerBackend) -> None:
+        # enable_icc=false: proxies of different devboxes cannot talk to each other.
+        # ConflictError: a concurrent create made it first.
+        with contextlib.suppress(ConflictError):
+            docker.create_network(
+                DEFAULT_EGRESS,
+                labels={LABEL_ROLE: "egress", LABEL_VERSION: VERSION},
+                options={"com.docker.network.bridge.enable_icc": "false"},
+            )
+
+    def _undo(self, docker: DockerBackend, made: list[tuple[str, str]]) -> None:
+        for kind, ident in reversed(list(made)):
+            try:
+                if kind == "container":
+                    docker.remove_container(ident)
+                else:
+                    docker.remove_network(ident)
+            except DevboxError:
+                pass  # best effort; the original error is what the user needs to see
+
+    # -- proxy configuration ---------------------------------------------------------------
+
+    def _push(
+        self,
+        docker: DockerBackend,
+        name: str,
+        proxy: str,
+        config: ProxyConfig,
+        timeout: float = READY_TIMEOUT,
+    ) -> None:
+        """Hand the config to the proxy on the stdin of `proxy.admin load`, retrying while its
+        server is still starting (admin exit 2)."""
+        payload = config.dumps()
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            code, output = docker.exec_with_stdin(proxy, LOAD_CMD, payload)
+            if code == 0:
+                return
+            if (
+                code == 2
+                and time.monotonic() < deadline
+                and _state(docker.container(proxy)) == "running"
+            ):
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+                continue
+            reason = _scrub(output.strip().splitlines()[-1:] or ["no output"], config)
+            raise DevboxRuntimeError(
+                f"the proxy of devbox {name} did not take its config: {reason}",
+                f"see `docker logs {BOX_PREFIX}{name}-proxy`",
+            )
+
+    def _config_of(
+        self, docker: DockerBackend, name: str
+    ) -> tuple[dict[str, Any], str, ProxyConfig]:
+        box = docker.container(f"{BOX_PREFIX}{name}")
+        proxy = docker.container(f"{BOX_PREFIX}{name}-proxy")
+        if box is None or proxy is None:
+            raise NotFoundError(
+                f"devbox {name} is incomplete or missing",
+                f"recreate it: `devbox delete {name}` then `devbox create`",
+            )
+        labels = (box.get("Config") or {}).get("Labels") or {}
+        env = _env_of(box)
+        bindings = {g.prefix: (g.gateway, g.secret) for g in _gateway_views(labels)}
+        missing = [p for p in bindings if not env.get(p)]
+        if missing:
+            raise DevboxRuntimeError(f"devbox {name} has lost its gateway token(s) {missing}")
+        config = self._proxy_config(name, bindings, env, labels.get(LABEL_POLICY) or None)
+        return proxy, labels.get(LABEL_POLICY) or "", config
+
+    def repair_devbox(self, name: str) -> Devbox:
+        """Start whatever of the devbox is stopped and push its proxy config again (after the
+        proxy container restarted its tmpfs is empty, so it refuses all traffic until then)."""
+        check_name(name)
+        docker = self._docker()
+        proxy, _policy, config = self._config_of(docker, name)
+        for container in (f"{BOX_PREFIX}{name}-proxy", f"{BOX_PREFIX}{name}"):
+            if _state(docker.container(container)) != "running":
+                docker.start(container)
+        self._push(docker, name, proxy["Id"], config)
+        return self.get_devbox(name)
 
     def _policy_changed(self, name: str) -> list[str]:
         """Push policy `name` to every running devbox that uses it; returns their names."""
-        return []
+        try:
+            docker = self._docker()
+            boxes = [
+                n
+                for n, c in self._boxes(docker).items()
+                if c["labels"].get(LABEL_POLICY) == name and c["state"] == "running"
+            ]
+        except DockerUnavailableError:
+            return []  # nothing can be running
+
+        def push(box: str) -> str:
+            proxy, _policy, config = self._config_of(docker, box)
+            if _state(proxy) == "running":
+                self._push(docker, box, proxy["Id"], config, timeout=5.0)
+            return box
+
+        pushed, failed = [], []
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for box, future in [(b, pool.submit(push, b)) for b in boxes]:
+                try:
+                    pushed.append(future.result())
+                except DevboxError as exc:
+                    failed.append(f"{box} ({exc.message})")
+        if failed:
+            raise DevboxRuntimeError(
+                f"could not update devbox(es) {', '.join(failed)}",
+                "run `devbox repair NAME` for each",
+            )
+        return pushed
+
+    def _devboxes_using(self, kind: str, name: str) -> list[str]:
+        """Names of existing devboxes that use the secret/gateway/policy `name` (kind is
+        "secret", "gateway" or "policy"). Deletes are refused while this is non-empty.
+        With Docker unreachable nothing can be running, so nothing is reported."""
+        try:
+            boxes = self._boxes(self._docker())
+        except DockerUnavailableError:
+            return []
+        users = []
+        for box, c in boxes.items():
+            if kind == "policy":
+                used = c["labels"].get(LABEL_POLICY) == name
+            else:
+                used = any(
+                    (g.gateway if kind == "gateway" else g.secret) == name
+                    for g in _gateway_views(c["labels"])
+                )
+            if used:
+                users.append(box)
+        return sorted(users)
+
+    def _boxes(self, docker: DockerBackend) -> dict[str, dict[str, Any]]:
+        return {
+            c["Labels"][LABEL_NAME]: {"labels": c["Labels"], "state": c.get("State")}
+            for c in docker.containers(LABEL_NAME, f"{LABEL_ROLE}=box")
+        }
+
+    # -- read ------------------------------------------------------------------------------
+
+    def list_devboxes(self) -> list[Devbox]:
+        docker = self._docker()
+        by_name: dict[str, dict[str, Any]] = {}
+        for c in docker.containers(LABEL_NAME):
+            labels = c.get("Labels") or {}
+            by_name.setdefault(labels[LABEL_NAME], {})[labels.get(LABEL_ROLE, "")] = c
+        for n in docker.networks(LABEL_NAME):
+            by_name.setdefault(n["Labels"][LABEL_NAME], {})
+        out = []
+        for name, parts in sorted(by_name.items()):
+            box, proxy = parts.get("box"), parts.get("proxy")
+            labels = (box or {}).get("Labels") or {}
+            out.append(
+                Devbox(
+                    name=name,
+                    id=box["Id"][:12] if box else None,
+                    status=_state(box),
+                    image=box.get("Image") if box else None,
+                    policy=labels.get(LABEL_POLICY) or None,
+                    gateways=_gateway_views(labels),
+                    proxy=ProxyView(proxy["Id"][:12] if proxy else None, _state(proxy)),
+                    created_at=_iso(box.get("Created")) if box else None,
+                    egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
+                )
+            )
+        return out
+
+    def get_devbox(self, name: str, *, health: bool = True) -> Devbox:
+        """One devbox, with its proxy's health (configured or not) unless health=False."""
+        check_name(name)
+        docker = self._docker()
+        box = docker.container(f"{BOX_PREFIX}{name}")
+        proxy = docker.container(f"{BOX_PREFIX}{name}-proxy")
+        if box is None and proxy is None and docker.network(f"{BOX_PREFIX}{name}-net") is None:
+            raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
+        labels = ((box or {}).get("Config") or {}).get("Labels") or {}
+        state = _state(proxy)
+        checked = None
+        if health and state == "running":
+            code, _ = docker.exec_with_stdin(
+                proxy["Id"], [PROXY_PYTHON, "-m", "proxy.admin", "health"], b"", timeout=10
+            )
+            checked = {0: "ok", 1: "unconfigured"}.get(code, "unreachable")
+        return Devbox(
+            name=name,
+            id=box["Id"][:12] if box else None,
+            status=_state(box),
+            image=(box.get("Config") or {}).get("Image") if box else None,
+            policy=labels.get(LABEL_POLICY) or None,
+            gateways=_gateway_views(labels),
+            proxy=ProxyView(proxy["Id"][:12] if proxy else None, state, checked),
+            created_at=_iso(box.get("Created")) if box else None,
+            egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
+        )
+
+    def devbox_logs(
+        self, name: str, *, egress: bool = False, follow: bool = False, tail: int | str = "all"
+    ) -> Iterator[bytes]:
+        """The box's output, or with egress=True the proxy's audit log (JSON lines)."""
+        check_name(name)
+        docker = self._docker()
+        container = f"{BOX_PREFIX}{name}-proxy" if egress else f"{BOX_PREFIX}{name}"
+        if docker.container(container) is None:
+            raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
+        # The audit log is the proxy's stdout; its stderr holds diagnostics.
+        return docker.logs(container, follow=follow, stderr=not egress, tail=tail)
+
+    # -- exec ------------------------------------------------------------------------------
+
+    def exec(
+        self,
+        name: str,
+        cmd: Iterable[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        workdir: str | None = None,
+        user: str | None = None,
+        stdin: str | bytes | None = None,
+    ) -> ExecResult:
+        """Run `cmd` in the devbox and wait for it: its exit code, stdout and stderr."""
+        from devbox_cli import fastexec
+
+        argv = list(cmd)
+        if not argv:
+            raise UsageError("exec needs a command")
+        opts = ExecOptions(
+            name, argv, env=[f"{k}={v}" for k, v in (env or {}).items()], workdir=workdir, user=user
+        )
+        data = stdin.encode() if isinstance(stdin, str) else stdin
+        code, out, err = fastexec.run(opts, data)
+        return ExecResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def delete_devboxes(
+        self, names: Iterable[str] = (), *, all: bool = False
+    ) -> list[DeleteResult]:
+        """Remove each devbox's containers and network. Deleting a missing one is not an
+        error: its result says removed=False."""
+        docker = self._docker()
+        wanted = [check_name(n) for n in names]
+        if all:
+            found = {c["Labels"][LABEL_NAME] for c in docker.containers(LABEL_NAME)}
+            found |= {n["Labels"][LABEL_NAME] for n in docker.networks(LABEL_NAME)}
+            wanted += sorted(found - set(wanted))
+        results = []
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            for name in dict.fromkeys(wanted):
+                containers = docker.containers(f"{LABEL_NAME}={name}")
+                removed = any(
+                    list(pool.map(lambda c: docker.remove_container(c["Id"]), containers))
+                )
+                for net in docker.networks(f"{LABEL_NAME}={name}"):
+                    removed = docker.remove_network(net["Id"]) or removed
+                results.append(DeleteResult(name, removed))
+        if all:
+            self._remove_default_egress(docker)
+        return results
+
+    def _remove_default_egress(self, docker: DockerBackend) -> None:
+        net = docker.network(DEFAULT_EGRESS)
+        if (
+            net
+            and (net.get("Labels") or {}).get(LABEL_ROLE) == "egress"
+            and not net.get("Containers")
+        ):
+            with contextlib.suppress(DevboxError):  # a devbox being created is joining it
+                docker.remove_network(net["Id"])
+
+
+_PROXY_HOST_CONFIG: dict[str, Any] = {
+    "restart_policy": {"Name": "unless-stopped"},
+    "read_only": True,
+    # The config (with the real credentials) lives only here: memory, proxy user only.
+    "tmpfs": {"/run/devbox": "uid=10001,gid=10001,mode=0700,size=4m", "/tmp": "size=16m"},  # noqa: S108,
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+    "mem_limit": "512m",
+    "pids_limit": 256,
+}
+
+
+def _limits(cpus: float | None, memory: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if cpus is not None:
+        if not 0 < cpus <= (os.cpu_count() or 1):
+            raise UsageError(
+                f"--cpus {cpus} is out of range",
+                f"use a number above 0 and at most {os.cpu_count() or 1}",
+            )
+        out["nano_cpus"] = int(cpus * 1e9)
+    if memory is not None:
+        size = memory.strip().lower()
+        num = size[:-1] if size[-1:] in "bkmg" else size
+        try:
+            ok = float(num) > 0
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"invalid --memory {memory!r}", "use a size like 512m or 2g")
+        out["mem_limit"] = size
+    return out
+
+
+def _gateways_label(bindings: Mapping[str, tuple[str, ...]]) -> str:
+    return json.dumps(
+        {p: {"gateway": r[0], "secret": r[1]} for p, r in sorted(bindings.items())},
+        separators=(",", ":"),
+    )
+
+
+def _scrub(lines: list[str], config: ProxyConfig) -> str:
+    """Belt and braces: the admin tool never echoes a credential, but make sure of it."""
+    text = " ".join(lines)
+    for binding in config.gateways:
+        for value in (*binding.secret_values(), binding.token):
+            if value:
+                text = text.replace(value, "***")
+    return text
+
+
+class _Background:
+    """Run one function on a thread; result() joins and re-raises its exception."""
+
+    def __init__(self, fn: Callable[[], str]) -> None:
+        self._value: str | None = None
+        self._error: BaseException | None = None
+
+        def target() -> None:
+            try:
+                self._value = fn()
+            except BaseException as exc:
+                self._error = exc
+
+        self._thread = threading.Thread(target=target, daemon=True)
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join()
+
+    def result(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value

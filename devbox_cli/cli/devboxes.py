@@ -1,5 +1,292 @@
+"""The top-level devbox commands: create, exec, shell, list, show, logs, repair, delete.
+
+Each parses, calls one DevboxesAPI method and renders. `devbox exec` itself never gets here:
+devbox_cli/__main__.py sends it to the fast path (devbox_cli/fastexec.py); the command below
+exists so that `devbox --help` lists it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Annotated
+
 import typer
+
+from devbox_cli.cli.common import Output, OutputOpt, make_client
+
+if TYPE_CHECKING:
+    from devbox_cli.devboxes import Devbox
+
+NameArg = Annotated[str, typer.Argument(help="Devbox name.", show_default=False)]
+PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("create")(create)
+    app.command("exec", context_settings=PASSTHROUGH, add_help_option=False)(exec_)
+    app.command("shell")(shell)
+    app.command("list")(list_)
+    app.command("show")(show)
+    app.command("logs")(logs)
+    app.command("repair")(repair)
+    app.command("delete")(delete)
+
+
+def create(
+    name: Annotated[
+        str | None, typer.Argument(help="Devbox name (generated when omitted).", show_default=False)
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(help="Image of the devbox (default: $DEVBOX_IMAGE or devbox/default)."),
+    ] = None,
+    gateway: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--gateway",
+            "-g",
+            metavar="PREFIX=GATEWAY:SECRET",
+            help="Bind a gateway: the devbox gets $PREFIX (a token) and $PREFIX_URL. Repeatable.",
+        ),
+    ] = None,
+    network_policy: Annotated[
+        str | None, typer.Option("--network-policy", "-p", help="Network policy for egress.")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", metavar="K=V", help="Environment variable. Repeatable."),
+    ] = None,
+    cpus: Annotated[float | None, typer.Option(help="CPU limit, e.g. 1.5.")] = None,
+    memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 2g.")] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Create a devbox and wait until it can run commands.
+
+    The devbox reaches nothing but its own proxy: gateway routes
+    ($PREFIX_URL) and, under the network policy, HTTP(S) through
+    $HTTPS_PROXY. Real secrets stay in the proxy.
+
+        devbox create agent --gateway ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC \\
+            --network-policy anthropic-only
+    """
+    from devbox_cli import render
+    from devbox_cli.devboxes import parse_env_spec, parse_gateway_spec
+
+    bindings: dict[str, tuple[str, str]] = {}
+    for spec in gateway or []:
+        prefix, gw, secret = parse_gateway_spec(spec)
+        if prefix in bindings:
+            from devbox_cli.errors import UsageError
+
+            raise UsageError(f"gateway prefix {prefix} is given twice")
+        bindings[prefix] = (gw, secret)
+    env_vars = dict(parse_env_spec(e) for e in env or [])
+    client = make_client()
+    with render.progress("creating devbox") as update:
+        box = client.create_devbox(
+            name,
+            image=image,
+            gateways=bindings,
+            policy=network_policy,
+            env=env_vars,
+            cpus=cpus,
+            memory=memory,
+            progress=update,
+        )
+    if output is Output.json:
+        render.print_json(box.to_json())
+        return
+    _fields(box)
+    render.print_success(f"devbox {box.name} is ready: devbox exec {box.name} -- CMD")
+
+
+def exec_(ctx: typer.Context) -> None:
+    """Run a command in a devbox: devbox exec NAME [-e K=V] [-w DIR] [-u USER] [-i] [-t] -- CMD.
+
+    stdout and stderr are streamed apart; the command's exit status
+    becomes devbox's. See `devbox exec --help`.
+    """
+    from devbox_cli import fastexec
+
+    raise typer.Exit(fastexec.main(list(ctx.args)))
+
+
+def shell(name: NameArg) -> None:
+    """Open an interactive bash shell in a devbox."""
+    from devbox_cli import fastexec
+
+    flags = ["-i", "-t"] if sys.stdin.isatty() else ["-i"]
+    raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"]))
+
+
+def list_(output: OutputOpt = Output.text) -> None:
+    """List devboxes, read from Docker: status of the box and its proxy."""
+    from devbox_cli import render
+
+    boxes = make_client().list_devboxes()
+    if output is Output.json:
+        render.print_json([b.to_json() for b in boxes])
+        return
+    render.print_table(
+        ["NAME", "STATUS", "PROXY", "POLICY", "GATEWAYS", "IMAGE", "CREATED"],
+        [
+            (
+                b.name,
+                b.status,
+                b.proxy.status,
+                b.policy or "-",
+                ",".join(g.prefix for g in b.gateways) or "-",
+                b.image,
+                b.created_at,
+            )
+            for b in boxes
+        ],
+        empty="no devboxes: create one with `devbox create NAME`",
+    )
+
+
+def show(name: NameArg, output: OutputOpt = Output.text) -> None:
+    """Show a devbox: both containers, its gateways with their URLs, its policy."""
+    from devbox_cli import render
+
+    box = make_client().get_devbox(name)
+    if output is Output.json:
+        render.print_json(box.to_json())
+        return
+    _fields(box)
+    if box.status != "running" or box.proxy.health != "ok":
+        render.print_warning(
+            f"devbox {name} is not fully up (box {box.status}, proxy {box.proxy.status}"
+            f"{', ' + box.proxy.health if box.proxy.health else ''}); while its proxy is "
+            f"unconfigured it has no egress. Fix it with `devbox repair {name}`"
+        )
+
+
+def logs(
+    name: NameArg,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
+    ] = False,
+    egress: Annotated[
+        bool, typer.Option("--egress", help="The proxy's audit log instead of the box's output.")
+    ] = False,
+    tail: Annotated[
+        int | None, typer.Option(help="Only the last N lines.", show_default=False)
+    ] = None,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Print a devbox's output, or with --egress its egress audit log.
+
+    The audit log is a table on a terminal and JSON lines with -o json
+    (or when piped).
+    """
+    from devbox_cli import render
+
+    stream = make_client().devbox_logs(
+        name, egress=egress, follow=follow, tail="all" if tail is None else tail
+    )
+    if not egress:
+        for chunk in stream:
+            sys.stdout.buffer.write(chunk)
+            sys.stdout.buffer.flush()
+        return
+    as_table = output is Output.text and sys.stdout.isatty()
+    columns = ["TIME", "KIND", "METHOD", "HOST", "PORT", "PATH", "STATUS", "DECISION", "RULE"]
+    rows = []
+    for line in _lines(stream):
+        if not as_table:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict):
+            continue
+        row = [record.get(c.lower(), "") for c in columns]
+        if follow:
+            sys.stdout.write("  ".join(str(v) for v in row) + "\n")
+            sys.stdout.flush()
+        else:
+            rows.append(row)
+    if as_table and not follow:
+        render.print_table(columns, rows, empty=f"no egress recorded for devbox {name} yet")
+
+
+def repair(name: NameArg, output: OutputOpt = Output.text) -> None:
+    """Start a devbox's stopped containers and push its proxy config again.
+
+    Needed after its proxy container restarted (crash, reboot, `docker
+    restart`): a restarted proxy holds no config and refuses all traffic.
+    Also picks up changed secrets and gateways.
+    """
+    from devbox_cli import render
+
+    box = make_client().repair_devbox(name)
+    if output is Output.json:
+        render.print_json(box.to_json())
+        return
+    render.print_success(f"devbox {name} repaired: proxy {box.proxy.health}")
+
+
+def delete(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Devbox names.", show_default=False)
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Delete every devbox.")] = False,
+    output: OutputOpt = Output.text,
+) -> None:
+    """Delete devboxes: their containers and network. Missing ones are reported, not errors."""
+    from devbox_cli import render
+    from devbox_cli.errors import UsageError
+
+    if not names and not all_:
+        raise UsageError("name the devboxes to delete, or pass --all")
+    results = make_client().delete_devboxes(names or [], all=all_)
+    if output is Output.json:
+        render.print_json([r.to_json() for r in results])
+        return
+    for r in results:
+        if r.removed:
+            render.print_success(f"deleted devbox {r.name}")
+        else:
+            render.print_warning(f"no devbox {r.name}: nothing to delete")
+    if not results:
+        render.print_success("no devboxes to delete")
+
+
+def _fields(box: Devbox) -> None:
+    from devbox_cli import render
+
+    fields = [
+        ("name", box.name),
+        ("id", box.id),
+        ("status", box.status),
+        ("image", box.image),
+        ("policy", box.policy or "none (every public destination)"),
+        (
+            "proxy",
+            " ".join(
+                filter(None, [box.proxy.status, box.proxy.health and f"({box.proxy.health})"])
+            ),
+        ),
+        ("egress network", box.egress_network),
+        ("created", box.created_at),
+    ]
+    for g in box.gateways:
+        fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
+    render.print_fields(fields)
+
+
+def _lines(stream):  # type: ignore[no-untyped-def]
+    """Bytes chunks -> text lines, across chunk boundaries."""
+    pending = b""
+    for chunk in stream:
+        pending += chunk
+        *complete, pending = pending.split(b"\n")
+        for line in complete:
+            yield line.decode("utf-8", "replace").rstrip("\r")
+    if pending:
+        yield pending.decode("utf-8", "replace")
