@@ -14,6 +14,7 @@ leaves one audit record (never a query string).
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -287,10 +288,15 @@ async def handle_forward(request: web.BaseRequest, ctx: ProxyContext) -> web.Str
         return await _forward(request, ctx, record)
     except ProxyError as exc:
         record.status = exc.status
-        return _error(exc.status, exc.reason)
-    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-        record.status, reason = classify(exc)
-        return _error(record.status, reason)
+        return error_response(exc.status, exc.reason)
+    except asyncio.CancelledError:
+        record.status = record.status or 499  # the client went away
+        raise
+    except Exception as exc:
+        # upstream trouble (502/504) or a bug (500): app.py maps it to the response, in the
+        # one place that also knows how to cut a response that already started
+        record.status = classify(exc)[0]
+        raise
     finally:
         record.emit(ctx)
 
@@ -353,7 +359,10 @@ async def _relay(
     try:
         async for chunk in upstream.content.iter_any():
             record.bytes_in += len(chunk)
-            await out.write(chunk)
+            try:
+                await out.write(chunk)
+            except ConnectionError:
+                return out  # the client left; aiohttp closes its connection
     except (aiohttp.ClientError, TimeoutError):
         # the upstream broke off mid-body: cut the client's connection too, so it sees a
         # truncated response instead of a complete-looking one
@@ -383,9 +392,15 @@ async def handle_connect(request: web.BaseRequest, ctx: ProxyContext) -> web.Str
         return await _connect(request, ctx, record)
     except ProxyError as exc:
         record.status = exc.status
-        resp = _error(exc.status, exc.reason)
+        resp = error_response(exc.status, exc.reason)
         resp.force_close()  # the client may already be sending tunnel bytes behind the head
         return resp
+    except asyncio.CancelledError:
+        record.status = record.status or 499
+        raise
+    except Exception as exc:
+        record.status = classify(exc)[0]
+        raise
     finally:
         record.emit(ctx)
 
@@ -416,7 +431,3 @@ async def _connect(
         tunnel.abort()
         record.bytes_in, record.bytes_out = tunnel.bytes_in, tunnel.bytes_out
     return Detached(status=200)
-
-
-def _error(status: int, reason: str) -> web.Response:
-    return error_response(status, reason)

@@ -37,6 +37,7 @@ class _End(asyncio.Protocol):
         self.received = 0
         self.eof = False
         self.lost = False
+        self.lost_exc: BaseException | None = None
         self.on_lost: Callable[[BaseException | None], None] | None = None
         self._pending: list[bytes] = []  # read before the peer was wired up
 
@@ -72,10 +73,13 @@ class _End(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self.lost = True
+        self.lost_exc = exc
+        self.tunnel.check()
+
+    def report_lost(self) -> None:
         if self.on_lost is not None:
             on_lost, self.on_lost = self.on_lost, None
-            on_lost(exc)
-        self.tunnel.check()
+            on_lost(self.lost_exc)
 
     def wire(self, peer: _End) -> None:
         self.peer = peer
@@ -169,7 +173,9 @@ class Tunnel:
             return False
         early = _early_bytes(request)
         self.client.transport = transport
-        # aiohttp still tracks this connection: tell it when the connection really ends
+        # aiohttp still tracks this connection: tell it when the tunnel is over (not when the
+        # client closes: aiohttp would cancel this handler before the upstream got the last
+        # bytes the client sent)
         self.client.on_lost = protocol.connection_lost
         transport.set_protocol(self.client)
         transport.write(ESTABLISHED)
@@ -214,6 +220,8 @@ class Tunnel:
             self._idle_handle = None
         if not self._done.done():
             self._done.set_result(None)
+        if self.client.lost:
+            self.client.report_lost()
 
     def _arm_idle(self) -> None:
         self._idle_handle = self._loop.call_at(self._last + self._idle_timeout, self._on_idle)

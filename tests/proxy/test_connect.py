@@ -126,6 +126,31 @@ async def test_half_close_lets_the_answer_come_back(tunnel_proxy, tcp_upstream):
     assert answer == b"got 300000 bytes"
 
 
+async def test_a_client_that_sends_and_closes_delivers_every_byte(tunnel_proxy, tcp_upstream):
+    received = asyncio.get_running_loop().create_future()
+
+    async def count(reader, writer):
+        total = 0
+        while chunk := await reader.read(1 << 16):
+            total += len(chunk)
+        received.set_result(total)
+        writer.close()
+
+    port = await tcp_upstream(count)
+    resp, _reader, writer = await open_tunnel(tunnel_proxy.port, f"localhost:{port}")
+    assert resp.status == 200
+    writer.write(b"q" * (8 * MB))
+    writer.close()  # a full close right behind the data, no half-close
+    assert await asyncio.wait_for(received, 20) == 8 * MB
+
+    async def until_audited():
+        while not tunnel_proxy.audit_records:
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(until_audited(), 10)
+    assert tunnel_proxy.audit_records[0]["bytes_out"] == 8 * MB
+
+
 async def test_bytes_sent_with_the_connect_head_are_not_lost(tunnel_proxy, tcp_upstream):
     got = asyncio.get_running_loop().create_future()
 

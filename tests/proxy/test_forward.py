@@ -10,6 +10,7 @@ import socket
 import pytest
 from aiohttp import web
 
+from proxy.context import Settings
 from tests.proxy.conftest import make_config
 from tests.proxy.forward_support import (
     ALLOWED_NAME,
@@ -358,3 +359,26 @@ async def test_keep_alive_client_sends_several_requests(allowed_proxy, http_upst
             assert resp.status == 200
             assert (await resp.json())["path"] == f"/n{i}"
     assert [r["path"] for r in allowed_proxy.audit_records] == ["/n0", "/n1", "/n2"]
+
+
+async def test_connect_timeout_gets_504(start_proxy):
+    # a listener whose accept queue is full drops SYNs: a connect that never completes
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        proxy = await start_proxy(
+            make_config(policy=LOOPBACK_CIDR),
+            Settings(connect_timeout=0.3),
+            resolver=loopback_resolver(),
+        )
+        resp = await raw_exchange(
+            proxy.port, get_request(f"http://{ALLOWED_NAME}:{port}/", f"{ALLOWED_NAME}:{port}")
+        )
+    finally:
+        filler.close()
+        listener.close()
+    assert resp.status == 504
+    assert proxy.audit_records[0]["status"] == 504
