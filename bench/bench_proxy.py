@@ -1,0 +1,266 @@
+"""Benchmark: gateway requests through the proxy vs. direct to the same upstream.
+
+    make bench-proxy            (or: .venv/bin/python bench/bench_proxy.py [--seconds 3])
+
+The upstream and the proxy each run in their own process (the proxy pinned to one core when
+the machine has more than one), the load generator in this one; all traffic stays on
+127.0.0.1. Prints requests/s (concurrent clients), p50/p99 latency (one client at a time),
+SSE time to first byte, and the proxy/direct ratios; `--write` also records them in
+BENCHMARKS.md under "## Proxy".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from proxy.config import Auth, GatewayBinding, ProxyConfig  # noqa: E402
+
+TOKEN = "gwt_bench_bench_bench_bench_bench_0000"
+SECRET = "sk-bench-real-credential-0123456789"
+
+UPSTREAM = r"""
+import asyncio, sys
+from aiohttp import web
+async def small(request):
+    return web.Response(body=b'{"id":"msg_1","content":[{"type":"text","text":"hi"}]}',
+                        content_type="application/json")
+async def sse(request):
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(b"event: message_start\ndata: {}\n\n")
+    await asyncio.sleep(0.005)
+    await resp.write(b"event: message_stop\ndata: {}\n\n")
+    return resp
+app = web.Application()
+app.router.add_get("/v1/small", small)
+app.router.add_get("/v1/sse", sse)
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(url) as resp:
+                if resp.status < 500:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise SystemExit(f"not ready: {url}")
+
+
+async def latency(session, url, headers, seconds) -> list[float]:
+    samples = []
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        async with session.get(url, headers=headers) as resp:
+            await resp.read()
+            assert resp.status == 200, resp.status
+        samples.append(time.perf_counter() - t0)
+    return samples
+
+
+async def throughput(session, url, headers, seconds, concurrency) -> float:
+    count = 0
+    end = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < end:
+            async with session.get(url, headers=headers) as resp:
+                await resp.read()
+                assert resp.status == 200, resp.status
+            count += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return count / (time.perf_counter() - t0)
+
+
+async def ttfb(session, url, headers, n) -> list[float]:
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        async with session.get(url, headers=headers) as resp:
+            await resp.content.readany()
+            samples.append(time.perf_counter() - t0)
+            await resp.read()
+    return samples
+
+
+def pct(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
+
+
+async def measure(args) -> dict[str, dict[str, float]]:
+    up_port, proxy_port = free_port(), free_port()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    config = ProxyConfig(
+        devbox="bench",
+        gateways=(
+            GatewayBinding(
+                prefix="BENCH",
+                token=TOKEN,
+                endpoint=f"http://127.0.0.1:{up_port}",
+                auth=Auth("bearer"),
+                credential=SECRET,
+            ),
+        ),
+    )
+    cfg = tmp / "config.json"
+    fd = os.open(cfg, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.write(fd, config.dumps())
+    os.close(fd)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)], env=env),
+        subprocess.Popen(
+            [sys.executable, "-m", "proxy", "--serve", "--log-level", "warning",
+             "--listen", f"127.0.0.1:{proxy_port}", "--config", str(cfg),
+             "--admin-socket", str(tmp / "admin.sock")],
+            env=env, stdout=subprocess.DEVNULL,
+        ),
+    ]  # fmt: skip
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) > 1:  # proxy on one core; upstream and load generator on the others
+        os.sched_setaffinity(procs[1].pid, {cores[0]})
+        os.sched_setaffinity(procs[0].pid, set(cores[1:]))
+        os.sched_setaffinity(0, set(cores[1:]))
+    direct = f"http://127.0.0.1:{up_port}/v1"
+    proxied = f"http://127.0.0.1:{proxy_port}/gw/BENCH/v1"
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    results: dict[str, dict[str, float]] = {}
+    try:
+        connector = aiohttp.TCPConnector(limit=0)
+        async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
+            await wait_ready(session, f"http://127.0.0.1:{proxy_port}/_devbox/health")
+            await wait_ready(session, f"{direct}/small")
+            for name, base in (("direct", direct), ("proxy", proxied)):
+                await latency(session, f"{base}/small", auth, 0.5)  # warm-up
+                lat = await latency(session, f"{base}/small", auth, args.seconds)
+                rps = await throughput(session, f"{base}/small", auth, args.seconds, 32)
+                first = await ttfb(session, f"{base}/sse", auth, args.sse)
+                results[name] = {
+                    "rps": rps,
+                    "p50": pct(lat, 0.50),
+                    "p99": pct(lat, 0.99),
+                    "sse_ttfb_p50": statistics.median(first) * 1000,
+                    "requests": len(lat),
+                }
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(timeout=10)
+        for path in tmp.iterdir():
+            if path.is_file() or path.is_socket():
+                path.unlink()
+        tmp.rmdir()
+    return results
+
+
+def machine() -> str:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:
+        loop = "asyncio (uvloop not installed in this venv)"
+    return (
+        f"nproc {os.cpu_count()}, {cpu}; Python {platform.python_version()}, "
+        f"aiohttp {aiohttp.__version__}, event loop {loop}"
+    )
+
+
+def report(results: dict[str, dict[str, float]]) -> str:
+    d, p = results["direct"], results["proxy"]
+    rows = [
+        ("requests/s (32 concurrent)", "rps", "{:,.0f}"),
+        ("latency p50 (ms)", "p50", "{:.2f}"),
+        ("latency p99 (ms)", "p99", "{:.2f}"),
+        ("SSE time to first byte p50 (ms)", "sse_ttfb_p50", "{:.2f}"),
+    ]
+    lines = ["| metric | direct | via proxy | proxy/direct |", "|---|---|---|---|"]
+    for label, key, fmt in rows:
+        ratio = p[key] / d[key] if d[key] else float("nan")
+        lines.append(f"| {label} | {fmt.format(d[key])} | {fmt.format(p[key])} | {ratio:.2f} |")
+    lines.append("")
+    lines.append(
+        f"Added latency: p50 {p['p50'] - d['p50']:+.2f} ms, p99 {p['p99'] - d['p99']:+.2f} ms; "
+        f"SSE first byte {p['sse_ttfb_p50'] - d['sse_ttfb_p50']:+.2f} ms."
+    )
+    return "\n".join(lines)
+
+
+def write_benchmarks(table: str, args) -> None:
+    path = ROOT / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    section = (
+        "## Proxy\n\n"
+        "`make bench-proxy` (bench/bench_proxy.py): gateway requests (`GET /gw/BENCH/v1/small`, "
+        "bearer swap, ~60-byte JSON answer) through the proxy vs. direct to the same aiohttp "
+        "upstream, in the same run. Upstream and proxy run in their own processes; the proxy "
+        "is pinned to one core, the upstream and the load generator (aiohttp client) share "
+        f"the other. Latency: one client, {args.seconds:.0f} s; requests/s: 32 concurrent "
+        f"clients, {args.seconds:.0f} s; SSE: {args.sse} streams, time to the first event.\n\n"
+        f"Machine: {machine()}.\n\n{table}\n"
+    )
+    pattern = re.compile(r"## Proxy\n.*?(?=\n## |\Z)", re.DOTALL)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section.rstrip("\n"), text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--sse", type=int, default=50)
+    parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
+    args = parser.parse_args()
+    results = asyncio.run(measure(args))
+    table = report(results)
+    print(f"Machine: {machine()}\n")
+    print(table)
+    if args.write:
+        write_benchmarks(table, args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
