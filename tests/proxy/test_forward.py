@@ -136,8 +136,8 @@ async def test_trace_is_refused(allowed_proxy, http_upstream, method):
     authority = f"{ALLOWED_NAME}:{http_upstream.port}"
     head = f"{method} http://{authority}/ HTTP/1.1\r\nHost: {authority}\r\n\r\n"
     resp = await raw_exchange(allowed_proxy.port, head.encode())
-    # llhttp does not know TRACK at all, so aiohttp's parser refuses it first
-    assert resp.status == (405 if method == "TRACE" else 400)
+    # llhttp does not know TRACK at all, so aiohttp's C parser refuses it first (400)
+    assert resp.status in ((405,) if method == "TRACE" else (400, 405))
     assert http_upstream.requests == []
 
 
