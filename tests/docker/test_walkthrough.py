@@ -1,0 +1,232 @@
+"""The announcement's walkthrough end to end, as CLI commands against the real engine:
+gateway, secret, policy, devbox, then a credentialed call from inside. Plus the policy's
+effect, live policy updates, in-use deletes, and a hunt for the secret's value everywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.docker.conftest import RUN, Cli, docker
+
+pytestmark = pytest.mark.docker
+
+PREFIX = "ANTHROPIC_API_KEY"
+
+
+@dataclass
+class Walk:
+    cli: Cli
+    name: str
+    secret: str
+    created: dict
+
+
+@pytest.fixture(scope="module")
+def walk(module_cli: Cli):
+    cli = module_cli
+    infra = cli.infra
+    secret = "sk-ant-test-" + secrets.token_hex(20)
+    name = f"{RUN}-walk"
+    # 1. a gateway for the endpoint (the test CA stands in for the public PKI)
+    cli("gateway", "create", "anthropic-gateway", "--endpoint", "https://api.anthropic.com",
+        "--ca-cert", str(infra.ca_pem))  # fmt: skip
+    # 2. the secret, from stdin
+    cli("secret", "create", "ANTHROPIC", input=secret)
+    # 3. the policy (the stand-in upstream lives on a private subnet, hence --allow-cidr)
+    cli("policy", "create", "anthropic-only", "--allow", "*.anthropic.com",
+        "--allow", "anthropic.com", "--allow-cidr", f"{infra.upstream_ip}/32")  # fmt: skip
+    # 4. the devbox
+    created = cli.json("create", name, "--gateway", f"{PREFIX}=anthropic-gateway:ANTHROPIC",
+                       "--network-policy", "anthropic-only")  # fmt: skip
+    # the test CA inside the box, for HTTPS through the proxy's CONNECT tunnels
+    cli("exec", "-i", name, "--", "sh", "-c", "cat > /tmp/ca.pem", input=infra.ca_pem.read_text())
+    try:
+        yield Walk(cli, name, secret, created)
+    finally:
+        cli("delete", name, check=False)
+
+
+def test_create_prints_the_devbox_as_json(walk: Walk):
+    c = walk.created
+    assert c["name"] == walk.name
+    assert c["status"] == "running" and c["id"]
+    assert c["image"] == "devbox/default:0.1.0"
+    assert c["policy"] == "anthropic-only"
+    assert c["gateways"] == [
+        {"prefix": PREFIX, "gateway": "anthropic-gateway", "secret": "ANTHROPIC",
+         "url": f"http://proxy:3128/gw/{PREFIX}"}
+    ]  # fmt: skip
+    assert c["proxy"]["status"] == "running" and c["proxy"]["id"]
+
+
+def test_inside_the_url_and_a_token_that_is_not_the_secret(walk: Walk):
+    url = walk.cli("exec", walk.name, "--", "sh", "-c", f"echo ${PREFIX}_URL").stdout.strip()
+    assert url == f"http://proxy:3128/gw/{PREFIX}"
+    token = walk.cli("exec", walk.name, "--", "sh", "-c", f"echo ${PREFIX}").stdout.strip()
+    assert token.startswith("gwt_") and len(token) > 40
+    assert token != walk.secret and walk.secret not in token
+
+
+def test_the_gateway_call_reaches_the_upstream_with_the_real_secret(walk: Walk):
+    body = '{"model":"claude","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}'
+    proc = walk.cli.sh(
+        walk.name,
+        f'curl -sS -X POST "${PREFIX}_URL/v1/messages" -H "Authorization: Bearer ${PREFIX}" '
+        f"-H 'content-type: application/json' -d '{body}'",
+    )
+    assert proc.returncode == 0, proc.stderr
+    answer = json.loads(proc.stdout)
+    assert answer["content"][0]["text"] == "hello from the stand-in upstream"
+    assert answer["host"] == "api.anthropic.com"
+    expected = hashlib.sha256(f"Bearer {walk.secret}".encode()).hexdigest()
+    assert answer["auth_sha256"] == expected  # the upstream got the real secret
+    assert answer["body_sha256"] == hashlib.sha256(body.encode()).hexdigest()
+
+
+def test_a_wrong_token_gets_401_and_nothing_more(walk: Walk):
+    proc = walk.cli.sh(
+        walk.name,
+        f'curl -s -o /dev/null -w "%{{http_code}}" -X POST "${PREFIX}_URL/v1/messages" '
+        '-H "Authorization: Bearer gwt_wrong"',
+    )
+    assert proc.stdout == "401"
+
+
+def test_an_allowed_host_is_reachable_through_https_proxy(walk: Walk):
+    proc = walk.cli.sh(walk.name, "curl -sS --cacert /tmp/ca.pem https://www.anthropic.com/hi")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "hello from www.anthropic.com\n"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://other.example.test/", "http://10.0.0.1/", "http://172.17.0.1:8080/"]
+)
+def test_any_other_host_is_refused_with_403(walk: Walk, url: str):
+    proc = walk.cli.sh(walk.name, f'curl -s -o /dev/null -w "%{{http_code}}" {url}')
+    assert proc.stdout == "403"
+
+
+@pytest.mark.parametrize("url", ["http://example.com/", "http://api.anthropic.com.evil.test/"])
+def test_an_unresolvable_other_host_is_refused(walk: Walk, url: str):
+    # Because this test policy has an --allow-cidr, the proxy looks a no-match name up before
+    # refusing it; these names do not resolve here, so that is a 502 rather than a 403.
+    proc = walk.cli.sh(walk.name, f'curl -s -o /dev/null -w "%{{http_code}}" {url}')
+    assert proc.stdout in ("403", "502")
+
+
+def test_an_https_tunnel_to_another_host_is_refused_with_403(walk: Walk):
+    proc = walk.cli.sh(
+        walk.name, 'curl -s -o /dev/null -w "%{http_connect}" https://other.example.test/'
+    )
+    assert proc.returncode != 0
+    assert proc.stdout == "403"
+
+
+def test_bypassing_the_proxy_fails(walk: Walk):
+    upstream = walk.cli.infra.upstream_ip
+    proc = walk.cli.sh(
+        walk.name,
+        "for u in https://api.anthropic.com/ http://"
+        + upstream
+        + "/ https://"
+        + upstream
+        + "/; do curl --noproxy '*' -sk -m 3 -o /dev/null \"$u\" && echo REACHED $u; done; :",
+    )
+    assert "REACHED" not in proc.stdout
+
+
+def test_show_and_list_report_the_devbox(walk: Walk):
+    shown = walk.cli.json("show", walk.name)
+    assert shown["proxy"]["health"] == "ok"
+    assert shown["gateways"][0]["url"] == f"http://proxy:3128/gw/{PREFIX}"
+    listed = {b["name"]: b for b in walk.cli.json("list")}
+    assert listed[walk.name]["status"] == "running"
+    assert listed[walk.name]["policy"] == "anthropic-only"
+    text = walk.cli("show", walk.name).stdout
+    assert f"${PREFIX}_URL" in text and "anthropic-only" in text
+
+
+def test_the_egress_log_records_requests_as_json_lines(walk: Walk):
+    walk.cli.sh(walk.name, "curl -s -o /dev/null http://other.example.test/denied")
+    lines = walk.cli("logs", walk.name, "--egress", "-o", "json").stdout.splitlines()
+    records = [json.loads(line) for line in lines if line.startswith("{")]
+    assert any(r.get("kind") == "gateway" and r.get("status") == 200 for r in records)
+    assert any(r.get("host") == "other.example.test" and r.get("status") == 403 for r in records)
+
+
+def test_policy_update_reaches_the_running_devbox_within_a_second(walk: Walk):
+    probe = 'curl -s -o /dev/null -w "%{http_code}" http://other.example.test/'
+    assert walk.cli.sh(walk.name, probe).stdout == "403"
+    other = f"{walk.cli.infra.other_ip}/32"
+    walk.cli("policy", "update", "anthropic-only", "--add-allow-cidr", other)
+    try:
+        updated = time.monotonic()
+        while walk.cli.sh(walk.name, probe).stdout != "200":
+            assert time.monotonic() - updated < 1.0, "the policy change did not arrive in 1 s"
+        # no restart: the box and its proxy kept running
+        shown = walk.cli.json("show", walk.name)
+        assert (
+            shown["id"] == walk.created["id"]
+            and shown["proxy"]["id"] == walk.created["proxy"]["id"]
+        )
+    finally:
+        walk.cli("policy", "update", "anthropic-only", "--remove-allow-cidr", other)
+    assert walk.cli.sh(walk.name, probe).stdout == "403"
+
+
+@pytest.mark.parametrize(
+    "kind,name", [("secret", "ANTHROPIC"), ("gateway", "anthropic-gateway"),
+                  ("policy", "anthropic-only")]
+)  # fmt: skip
+def test_deleting_what_a_devbox_uses_is_refused_naming_it(walk: Walk, kind: str, name: str):
+    proc = walk.cli(kind, "delete", name, check=False)
+    assert proc.returncode == 4, proc.stderr
+    assert walk.name in proc.stderr
+
+
+def test_the_secret_value_is_found_nowhere(walk: Walk, tmp_path: Path):
+    secret, box, cli = walk.secret, walk.name, walk.cli
+    # Make sure the secret has been used, so it had every chance to leak.
+    test_the_gateway_call_reaches_the_upstream_with_the_real_secret(walk)
+    # Inside the box: every process's environment and command line, and the filesystem. The
+    # secret goes in on stdin (grep -f), so it is not on a command line itself.
+    hunt = (
+        "cat /proc/[0-9]*/environ /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' '\\n' > /tmp/procs;"
+        'printf %s "$(cat)" > /tmp/needle;'
+        "grep -cF -f /tmp/needle /tmp/procs;"
+        "grep -rlF -f /tmp/needle / --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev"
+        " | grep -v '^/tmp/needle$' ; rm -f /tmp/needle; :"
+    )
+    proc = cli("exec", "-i", "-u", "root", box, "--", "sh", "-c", hunt, input=secret)
+    lines = proc.stdout.split()
+    assert lines[0] == "0", "the secret is in a process's environment or command line"
+    assert lines[1:] == [], f"the secret is in files {lines[1:]}"
+    env = cli("exec", box, "--", "env").stdout
+    assert secret not in env
+    # docker inspect of both containers, and their config on the host's disk
+    for container in (f"devbox-{box}", f"devbox-{box}-proxy"):
+        inspect = docker("inspect", container).stdout
+        assert secret not in inspect, f"docker inspect {container}"
+        cid = json.loads(inspect)[0]["Id"]
+        on_disk = subprocess.run(
+            ["grep", "-rlF", "--", secret, f"/var/lib/docker/containers/{cid}"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert on_disk.stdout == "", f"on the host disk: {on_disk.stdout}"
+    # the proxy's logs (audit and diagnostics), and every CLI output of this module
+    logs = docker("logs", f"devbox-{box}-proxy")
+    assert secret not in logs.stdout + logs.stderr
+    assert all(secret not in out for out in cli.transcript)
+    # the store on disk holds it sealed only
+    stored = subprocess.run(
+        ["grep", "-rlF", "--", secret, str(cli.home)], capture_output=True, text=True, check=False
+    )
+    assert stored.stdout == ""
