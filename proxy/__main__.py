@@ -1,7 +1,8 @@
 """`python -m proxy`: the devbox proxy (one per devbox), run under a small supervisor.
 
     python -m proxy [--listen 0.0.0.0:3128] [--config /run/devbox/config.json]
-                    [--admin-socket /run/devbox/admin.sock] [--log-level info]
+                    [--admin-socket /run/devbox/admin.sock] [--self-name proxy]
+                    [--log-level info]
                     [--header-timeout 10] [--connect-timeout 10] [--idle-timeout 900]
                     [--max-connections 512] [--max-head-bytes 32768]
 
@@ -10,6 +11,8 @@
                    every `python -m proxy.admin load`, so a restarted server comes back
                    configured. Until a config arrives every request but health gets 503.
 --admin-socket     unix socket of the admin channel (proxy/admin.py), created 0600
+--self-name        a host name the devbox uses for this proxy (repeatable; default `proxy`):
+                   absolute-form requests to it are served as gateway/health requests
 --log-level        debug|info|warning|error for the diagnostics on stderr; the audit log
                    (one JSON line per request or tunnel) always goes to stdout
 --header-timeout   seconds a client has to send a complete request head (slowloris)
@@ -47,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--listen", default=f"0.0.0.0:{DEFAULT_PORT}")
     p.add_argument("--config", default="/run/devbox/config.json")
     p.add_argument("--admin-socket", default="/run/devbox/admin.sock")
+    p.add_argument("--self-name", action="append", default=["proxy"])
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     p.add_argument("--header-timeout", type=float, default=d.header_timeout)
     p.add_argument("--connect-timeout", type=float, default=d.connect_timeout)
@@ -78,7 +82,12 @@ async def serve(args: argparse.Namespace) -> None:
         max_connections=args.max_connections,
         max_head_bytes=args.max_head_bytes,
     )
-    app = ProxyApp(settings, config_path=args.config, own_addresses=local_addresses([host]))
+    app = ProxyApp(
+        settings,
+        config_path=args.config,
+        own_addresses=local_addresses([host]),
+        self_names=frozenset(args.self_name),
+    )
     try:
         if app.load_file():
             log.info("loaded config from %s", args.config)

@@ -31,11 +31,13 @@ import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from yarl import URL
 
 from proxy import audit, forward, gateway
 from proxy.config import GATEWAY_ROUTE, HEALTH_PATH, ConfigError, ProxyConfig
 from proxy.context import IPAddress, ProxyContext, Resolver, Settings, State
 from proxy.errors import ProxyError, classify, error_response
+from proxy.policy import parse_ip_literal
 
 log = logging.getLogger("proxy")
 
@@ -199,7 +201,9 @@ class ProxyApp:
         own_addresses: frozenset[IPAddress] | None = None,
         resolve: Resolver | None = None,
         audit_log: audit.AuditLog | None = None,
+        self_names: frozenset[str] = frozenset(),
     ) -> None:
+        self.self_names = frozenset(n.lower() for n in self_names)
         self.audit_log = audit_log or audit.AuditLog()
         self.ctx = ProxyContext(
             state=None,
@@ -298,8 +302,12 @@ class ProxyApp:
                 self._require_config()
                 return await forward.handle_connect(request, self.ctx)
             if not target.startswith("/"):
-                self._require_config()
-                return await forward.handle_forward(request, self.ctx)
+                own_path = self._own_path(target)
+                if own_path is None:
+                    self._require_config()
+                    return await forward.handle_forward(request, self.ctx)
+                request = request.clone(rel_url=URL(own_path, encoded=True))
+                target = own_path
             path = target.split("?", 1)[0]
             if path == HEALTH_PATH:
                 return self._health_response(method)
@@ -311,6 +319,25 @@ class ProxyApp:
             raise
         except Exception as exc:
             return self._error(request, exc)
+
+    def _own_path(self, target: str) -> str | None:
+        """The origin-form path of an absolute-form target that names this proxy, else None.
+
+        A client that honours HTTP_PROXY but not NO_PROXY sends its gateway calls as
+        `GET http://proxy:3128/gw/...`; those are served here rather than refused as a
+        request to the proxy's own address.
+        """
+        try:
+            url = URL(target, encoded=True)
+        except ValueError:
+            return None
+        if url.scheme != "http" or not url.host or url.port != self.port:
+            return None
+        host = url.host.lower().rstrip(".")
+        ip = parse_ip_literal(host)
+        if host in self.self_names or (ip is not None and ip in self.ctx.own_addresses):
+            return url.raw_path_qs
+        return None
 
     def _require_config(self) -> None:
         if self.ctx.state is None:

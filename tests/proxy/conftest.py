@@ -158,6 +158,7 @@ async def start_proxy(tmp_path):
         own_addresses=None,
         resolver=None,
         config_path=None,
+        self_names=frozenset(),
     ) -> ProxyHandle:
         sink = _Sink()
         app = ProxyApp(
@@ -166,6 +167,7 @@ async def start_proxy(tmp_path):
             own_addresses=own_addresses,
             resolve=resolver,
             audit_log=AuditLog(sink, keep=True),  # type: ignore[arg-type]
+            self_names=self_names,
         )
         app.audit_sink = sink  # type: ignore[attr-defined]
         await app.start("127.0.0.1", 0)
