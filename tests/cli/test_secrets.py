@@ -249,7 +249,7 @@ def _run_on_pty(args: list[str], answers: list[str]) -> tuple[str, int]:
     pid, fd = pty.fork()
     if pid == 0:  # child: the pty is its controlling terminal and stdin
         os.execv(sys.executable, [sys.executable, "-m", "devbox_cli", *args])
-    output = b""
+    output = since = b""
     pending = list(answers)
     deadline = time.monotonic() + 60
     try:
@@ -264,8 +264,11 @@ def _run_on_pty(args: list[str], answers: list[str]) -> tuple[str, int]:
             if not chunk:
                 break
             output += chunk
-            if pending and output.rstrip().endswith(b":"):
+            since += chunk
+            # answer each prompt once, when it is shown (it ends with ": ", no newline)
+            if pending and since.endswith(b": "):
                 os.write(fd, pending.pop(0).encode() + b"\n")
+                since = b""
     finally:
         os.close(fd)
         _, status = os.waitpid(pid, 0)
@@ -376,3 +379,25 @@ def test_cli_help_is_the_docstring():
     assert proc.returncode == 0
     assert "never taken from the command line" in proc.stdout
     assert "--from-env" in proc.stdout
+
+
+def test_cli_asks_for_the_store_passphrase_on_a_terminal():
+    client = Client(passphrase="tty-pass")
+    client.create_secret("K", VALUE)
+    out, code = _run_on_pty(["secret", "passphrase", "--remove"], ["wrong"])
+    assert code == 5, out
+    assert "devbox store passphrase:" in out
+    assert "wrong passphrase" in out
+    assert Client().store.key_protected()
+    out, code = _run_on_pty(["secret", "passphrase", "--remove"], ["tty-pass"])
+    assert code == 0, out
+    assert "tty-pass" not in out
+    assert Client()._secret_value("K") == VALUE
+
+
+def test_debug_traceback_does_not_carry_the_value():
+    proc = run("secret", "create", "K", stdin=VALUE + "\nsecond", env={"DEVBOX_DEBUG": "1"})
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+    assert "UsageError" in proc.stderr
+    assert VALUE not in proc.stdout + proc.stderr
