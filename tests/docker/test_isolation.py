@@ -128,7 +128,10 @@ def test_two_devboxes_cannot_reach_each_other(boxes):
     cli, (a, b) = boxes
     serve = "nohup python3 -m http.server 8000 >/dev/null 2>&1 &"
     assert cli.sh(b, serve).returncode == 0
-    wait = "for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8000/ && exit 0; sleep 0.1; done; exit 1"
+    wait = (
+        "for i in $(seq 50); do curl -s -o /dev/null http://127.0.0.1:8000/ && exit 0; "
+        "sleep 0.1; done; exit 1"
+    )
     assert cli.sh(b, wait).returncode == 0  # positive control: b reaches its own server
     b_ip = _ip_on(f"devbox-{b}", f"devbox-{b}-net")
     b_proxy_ip = _ip_on(f"devbox-{b}-proxy", f"devbox-{b}-net")
