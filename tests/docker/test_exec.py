@@ -1,0 +1,142 @@
+"""`devbox exec` (the fast path) and DevboxesAPI.exec against a real devbox."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import time
+
+import pytest
+
+from tests.docker.conftest import DEVBOX, RUN, Cli
+
+pytestmark = pytest.mark.docker
+
+MIB = "import sys; sys.stdout.buffer.write(bytes(range(256)) * 4096)"
+
+
+@pytest.fixture(scope="module")
+def box(module_cli: Cli):
+    name = f"{RUN}-exec"
+    module_cli("create", name)
+    try:
+        yield module_cli, name
+    finally:
+        module_cli("delete", name, check=False)
+
+
+@pytest.mark.parametrize("code", [0, 1, 7, 255])
+def test_exit_codes_propagate(box, code: int):
+    cli, name = box
+    assert cli("exec", name, "--", "sh", "-c", f"exit {code}", check=False).returncode == code
+
+
+def test_a_missing_command_is_126_or_127_as_docker_says(box):
+    cli, name = box
+    proc = cli("exec", name, "--", "no-such-command", check=False)
+    assert proc.returncode in (126, 127)
+    assert "no-such-command" in proc.stdout + proc.stderr
+
+
+def test_stdout_and_stderr_stay_apart(box):
+    cli, name = box
+    proc = cli("exec", name, "--", "sh", "-c", "echo out; echo err >&2; echo out2")
+    assert proc.stdout == "out\nout2\n"
+    assert proc.stderr == "err\n"
+
+
+def test_stdin_is_forwarded_with_eof(box):
+    cli, name = box
+    assert cli("exec", "-i", name, "--", "wc", "-c", input="hello\n").stdout.strip() == "6"
+    assert cli("exec", "-i", name, "--", "cat", input="a\nb\n").stdout == "a\nb\n"
+    # without -i the command's stdin is closed, not ours
+    assert cli("exec", name, "--", "cat", input="ignored").stdout == ""
+
+
+def test_one_mebibyte_arrives_intact_both_ways(box):
+    cli, name = box
+    out = cli("exec", name, "--", "python3", "-c", MIB, text=False).stdout
+    assert out == bytes(range(256)) * 4096
+    data = os.urandom(1 << 20)
+    echoed = cli("exec", "-i", name, "--", "cat", input=data, text=False).stdout
+    assert hashlib.sha256(echoed).digest() == hashlib.sha256(data).digest()
+
+
+def test_output_is_streamed_as_produced(box):
+    cli, name = box
+    proc = subprocess.Popen(
+        [*DEVBOX, "exec", name, "--", "sh", "-c", "echo first; sleep 3; echo second"],
+        stdout=subprocess.PIPE,
+        env=cli.env(),
+    )
+    started = time.monotonic()
+    try:
+        assert proc.stdout.readline() == b"first\n"
+        assert time.monotonic() - started < 2.5, "the first line waited for the command's end"
+        assert proc.stdout.readline() == b"second\n"
+    finally:
+        proc.stdout.close()
+        proc.wait(timeout=10)
+    assert proc.returncode == 0
+
+
+def test_env_workdir_and_user_flags(box):
+    cli, name = box
+    out = cli("exec", "-e", "A=1", "--env=B=two", "-w", "/tmp", "-u", "root", name, "--",
+              "sh", "-c", 'echo "$A $B $(pwd) $(id -u)"').stdout  # fmt: skip
+    assert out == "1 two /tmp 0\n"
+    assert cli("exec", name, "id", "-un").stdout == "agent\n"  # `--` is optional
+
+
+def test_the_devbox_environment_points_at_its_proxy(box):
+    cli, name = box
+    env = dict(
+        line.split("=", 1)
+        for line in cli("exec", name, "--", "env").stdout.splitlines()
+        if "=" in line
+    )
+    for var in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        assert env[var] == "http://proxy:3128"
+    assert "proxy" in env["NO_PROXY"].split(",") and env["no_proxy"] == env["NO_PROXY"]
+
+
+def test_a_missing_devbox_is_exit_3(box):
+    cli, _ = box
+    proc = cli("exec", f"{RUN}-nope", "--", "true", check=False)
+    assert proc.returncode == 3
+    assert "no devbox" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_docker_not_running_is_exit_6(box):
+    cli, name = box
+    proc = cli("exec", name, "--", "true", check=False,
+               env={"DOCKER_HOST": "unix:///nonexistent.sock"})  # fmt: skip
+    assert proc.returncode == 6
+    assert "Docker" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [[], ["NAME"], ["-x", "NAME", "true"], ["../etc", "true"], ["NAME", "-w"]]
+)
+def test_usage_errors_are_exit_2(box, args):
+    cli, name = box
+    proc = cli("exec", *[name if a == "NAME" else a for a in args], check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_help(box):
+    cli, _ = box
+    out = cli("exec", "--help").stdout
+    assert "devbox exec [OPTIONS] NAME" in out and "--interactive" in out
+
+
+def test_python_api_exec(box):
+    cli, name = box
+    from devbox_cli import Client
+
+    client = Client(str(cli.home))
+    result = client.exec(name, ["sh", "-c", "cat; echo E >&2; exit 5"], stdin="in")
+    assert (result.exit_code, result.stdout, result.stderr) == (5, "in", "E\n")
+    assert client.exec(name, ["pwd"], workdir="/tmp").stdout == "/tmp\n"
