@@ -221,9 +221,12 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
         try:
             addresses = list(await resolver(target.host, target.port))
         except OSError:
-            record.rule = "dns"
-            raise ProxyError(502, f"cannot resolve {target.host}") from None
+            addresses = []
         if not addresses:
+            if not first.allowed:
+                # only an allow-cidr could have admitted it, and there is no address to admit
+                record.rule = first.rule
+                raise _refuse(first)
             record.rule = "dns"
             raise ProxyError(502, f"cannot resolve {target.host}")
     decision = decide(policy, target.host, target.port, addresses, own_addresses=own)

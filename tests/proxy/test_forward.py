@@ -10,6 +10,7 @@ import socket
 import pytest
 from aiohttp import web
 
+from proxy.config import PolicySpec
 from proxy.context import Settings
 from tests.proxy.conftest import make_config
 from tests.proxy.forward_support import (
@@ -320,14 +321,26 @@ async def test_upstream_cut_mid_body_cuts_the_client(allowed_proxy, upstream, cl
     assert record["status"] == 502
 
 
-async def test_name_that_does_not_resolve_gets_502(start_proxy):
+async def test_allowed_name_that_does_not_resolve_gets_502(start_proxy):
     resolver = FakeResolver({})
-    proxy = await start_proxy(make_config(policy=LOOPBACK_CIDR), resolver=resolver)
+    spec = PolicySpec(name="p", allow=("nowhere.test",), allow_cidr=("127.0.0.0/8",))
+    proxy = await start_proxy(make_config(policy=spec), resolver=resolver)
     resp = await raw_exchange(proxy.port, get_request("http://nowhere.test/", "nowhere.test"))
     assert resp.status == 502
     assert resp.body == b"cannot resolve nowhere.test\n"
     assert resolver.calls == ["nowhere.test"]
     assert proxy.audit_records[0]["rule"] == "dns"
+
+
+async def test_unlisted_name_that_does_not_resolve_is_refused_not_502(start_proxy):
+    # An allow-cidr makes the proxy look the name up; no address means nothing to admit.
+    resolver = FakeResolver({})
+    proxy = await start_proxy(make_config(policy=LOOPBACK_CIDR), resolver=resolver)
+    resp = await raw_exchange(proxy.port, get_request("http://nowhere.test/", "nowhere.test"))
+    assert resp.status == 403
+    assert b"no allow rule" in resp.body
+    assert resolver.calls == ["nowhere.test"]
+    assert proxy.audit_records[0]["rule"] == "no-match"
 
 
 async def test_connection_refused_gets_502(allowed_proxy):
