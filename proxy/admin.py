@@ -16,7 +16,6 @@ Exit codes of the client: 0 applied / configured; 1 refused (bad config) or unco
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -28,6 +27,8 @@ from typing import TYPE_CHECKING
 from proxy.config import ConfigError, ProxyConfig
 
 if TYPE_CHECKING:
+    import asyncio
+
     from proxy.app import ProxyApp
 
 DEFAULT_SOCKET = "/run/devbox/admin.sock"
@@ -37,6 +38,8 @@ IO_TIMEOUT = 10.0
 
 async def serve(app: ProxyApp, path: str | os.PathLike[str]) -> asyncio.AbstractServer:
     """Listen on the admin socket; the socket file is 0600 from the moment it exists."""
+    import asyncio  # here, not at the top: the client side runs in a fresh interpreter per call
+
     sock_path = Path(path)
     with contextlib.suppress(FileNotFoundError):
         if sock_path.is_socket():
