@@ -29,7 +29,6 @@ uvloop is used when importable.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
 import signal
@@ -96,6 +95,8 @@ async def serve(args: argparse.Namespace) -> None:
             "config file not loaded: %s",
             exc if isinstance(exc, ConfigError) else type(exc).__name__,
         )
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,6 +112,9 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def run_server(args: argparse.Namespace) -> int:
+    # asyncio and aiohttp are imported in the server child only: the supervisor stays small.
+    import asyncio
+
     try:
         import uvloop
     except ImportError:
