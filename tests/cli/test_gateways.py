@@ -4,9 +4,6 @@ the `devbox gateway` commands run as real processes."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import trustme
@@ -15,20 +12,9 @@ from devbox_cli import Client
 from devbox_cli.errors import ConflictError, NotFoundError, UsageError
 from devbox_cli.gateways import Gateway, GatewayHeader
 from proxy.config import Auth, GatewayBinding, ProxyConfig
+from tests.cli.support import run
 
 VALUE = "sk-gw-PLAINTEXT-93b1e0"
-
-
-def run(*args: str, stdin: str | None = "", env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "devbox_cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")

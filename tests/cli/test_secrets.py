@@ -6,7 +6,6 @@ import json
 import os
 import pty
 import select
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -16,20 +15,9 @@ import pytest
 from devbox_cli import Client
 from devbox_cli.errors import ConflictError, NotFoundError, StoreError, UsageError
 from devbox_cli.secrets import SecretInfo
+from tests.cli.support import run
 
 VALUE = "sk-test-PLAINTEXT-4f1c9e77d2"  # recognizable, so a leak is easy to spot
-
-
-def run(*args: str, stdin: str | None = "", env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "devbox_cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
 
 
 def files_containing(home: Path, needle: str) -> list[Path]:

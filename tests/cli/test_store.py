@@ -4,7 +4,6 @@ and the passphrase. Concurrency is tested with real `devbox` processes."""
 from __future__ import annotations
 
 import json
-import os
 import stat
 import subprocess
 import sys
@@ -15,18 +14,7 @@ import pytest
 
 from devbox_cli.errors import StoreError
 from devbox_cli.store import KEY_FILE, Store, default_home
-
-
-def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None):
-    return subprocess.run(
-        [sys.executable, "-m", "devbox_cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=60,
-        check=False,
-    )
+from tests.cli.support import run
 
 
 def mode(path: Path) -> int:
