@@ -140,3 +140,54 @@ def test_python_api_exec(box):
     result = client.exec(name, ["sh", "-c", "cat; echo E >&2; exit 5"], stdin="in")
     assert (result.exit_code, result.stdout, result.stderr) == (5, "in", "E\n")
     assert client.exec(name, ["pwd"], workdir="/tmp").stdout == "/tmp\n"
+
+
+def _on_a_terminal(
+    cli: Cli, args: list[str], keys: bytes = b"", *, prompt: bytes = b""
+) -> tuple[int, bytes]:
+    """Run `devbox ARGS` with a real pseudo-terminal as its stdin/stdout/stderr, type `keys`
+    once `prompt` has appeared, and return its exit status and all it wrote to the terminal."""
+    import pty
+    import select
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [*DEVBOX, *args], stdin=follower, stdout=follower, stderr=follower, env=cli.env()
+    )
+    os.close(follower)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([leader], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the other side closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+            if keys and prompt in seen:
+                os.write(leader, keys)
+                keys = b""
+        elif proc.poll() is not None:
+            break
+    os.close(leader)
+    return proc.wait(timeout=30), seen
+
+
+def test_shell_is_interactive_on_a_terminal(box):
+    cli, name = box
+    keys = b"echo shell-$((6*7)) $(tty)\nexit 5\n"
+    code, seen = _on_a_terminal(cli, ["shell", name], keys, prompt=b"$ ")
+    assert code == 5
+    assert b"shell-42 /dev/pts/" in seen  # the command ran on a terminal inside the devbox
+
+
+def test_exec_with_a_tty_merges_streams_on_the_terminal(box):
+    cli, name = box
+    code, seen = _on_a_terminal(
+        cli, ["exec", "-t", name, "--", "sh", "-c", "test -t 1 && echo out-tty; echo err >&2"]
+    )
+    assert code == 0
+    assert b"out-tty" in seen and b"err" in seen
