@@ -555,17 +555,25 @@ class DevboxesAPI:
         self._push(docker, name, proxy["Id"], config)
         return self.get_devbox(name)
 
-    def _policy_changed(self, name: str) -> list[str]:
-        """Push policy `name` to every running devbox that uses it; returns their names."""
+    def _push_update(self, kind: str, name: str) -> tuple[str, ...]:
+        """After secret/gateway/policy `name` was saved, push the new proxy config to every
+        running devbox that uses it (live: no restart). Returns their names."""
+        try:
+            return tuple(sorted(self._refresh(kind, name)))
+        except DevboxError as exc:
+            raise type(exc)(
+                f"{kind} {name} was saved, but pushing it to running devboxes failed: "
+                f"{exc.message}",
+                exc.hint,
+            ) from None
+
+    def _refresh(self, kind: str, name: str) -> list[str]:
         try:
             docker = self._docker()
-            boxes = [
-                n
-                for n, c in self._boxes(docker).items()
-                if c["labels"].get(LABEL_POLICY) == name and c["state"] == "running"
-            ]
+            boxes = self._boxes(docker)
         except DockerUnavailableError:
             return []  # nothing can be running
+        targets = [b for b in self._users(boxes, kind, name) if boxes[b]["state"] == "running"]
 
         def push(box: str) -> str:
             proxy, _policy, config = self._config_of(docker, box)
@@ -575,7 +583,7 @@ class DevboxesAPI:
 
         pushed, failed = [], []
         with ThreadPoolExecutor(max_workers=4) as pool:
-            for box, future in [(b, pool.submit(push, b)) for b in boxes]:
+            for box, future in [(b, pool.submit(push, b)) for b in targets]:
                 try:
                     pushed.append(future.result())
                 except DevboxError as exc:
@@ -595,18 +603,25 @@ class DevboxesAPI:
             boxes = self._boxes(self._docker())
         except DockerUnavailableError:
             return []
-        users = []
-        for box, c in boxes.items():
-            if kind == "policy":
-                used = c["labels"].get(LABEL_POLICY) == name
-            else:
-                used = any(
-                    (g.gateway if kind == "gateway" else g.secret) == name
-                    for g in _gateway_views(c["labels"])
-                )
-            if used:
-                users.append(box)
-        return sorted(users)
+        return sorted(self._users(boxes, kind, name))
+
+    def _users(self, boxes: dict[str, dict[str, Any]], kind: str, name: str) -> list[str]:
+        if kind == "policy":
+            return [b for b, c in boxes.items() if c["labels"].get(LABEL_POLICY) == name]
+        gateways = {name} if kind == "gateway" else set()
+        if kind == "secret" and boxes:
+            # a secret also reaches a devbox as a custom header of a gateway it uses
+            gateways = {
+                g.name for g in self.list_gateways() if any(h.secret == name for h in g.headers)
+            }
+        return [
+            b
+            for b, c in boxes.items()
+            if any(
+                g.gateway in gateways or (kind == "secret" and g.secret == name)
+                for g in _gateway_views(c["labels"])
+            )
+        ]
 
     def _boxes(self, docker: DockerBackend) -> dict[str, dict[str, Any]]:
         return {

@@ -85,6 +85,8 @@ class Gateway:
     description: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    # Set by update_gateway only: the running devboxes the change was pushed to.
+    applied_to: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -326,6 +328,7 @@ class GatewaysAPI:
         store: Store
 
         def _devboxes_using(self, kind: str, name: str) -> list[str]: ...
+        def _push_update(self, kind: str, name: str) -> tuple[str, ...]: ...
         def _secret_value(self, name: str) -> str: ...
 
     def create_gateway(
@@ -385,7 +388,8 @@ class GatewaysAPI:
     ) -> Gateway:
         """Change a gateway. `headers` replaces the whole list; then `remove_headers` drops
         headers by name and `set_headers` adds or replaces them by name. `ca_cert=None`
-        removes the CA bundle; `description=None` clears it."""
+        removes the CA bundle; `description=None` clears it. The change is pushed to the
+        proxies of running devboxes that use the gateway (`applied_to` names them)."""
         validate_gateway_name(name)
         set_headers, remove_headers = _iter(set_headers), _iter(remove_headers)
         defaults = _preset(preset)
@@ -421,7 +425,7 @@ class GatewaysAPI:
             _check_headers(gateway.headers, gateway.auth)
             self._check_secret_refs(gateway)
             records[name] = gateway._record()
-        return gateway
+        return replace(gateway, applied_to=self._push_update("gateway", name))
 
     def get_gateway(self, name: str) -> Gateway:
         validate_gateway_name(name)

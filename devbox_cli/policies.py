@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from devbox_cli.errors import ConflictError, DevboxError, NotFoundError, UsageError
+from devbox_cli.errors import ConflictError, NotFoundError, UsageError
 from devbox_cli.store import utc_now
 from proxy.policy import (
     Decision,
@@ -280,7 +280,7 @@ class PoliciesAPI:
 
         def _devboxes_using(self, kind: str, name: str) -> list[str]: ...
 
-        def _policy_changed(self, name: str) -> list[str]: ...
+        def _push_update(self, kind: str, name: str) -> tuple[str, ...]: ...
 
     def create_policy(
         self,
@@ -359,15 +359,7 @@ class PoliciesAPI:
             _compiled(updated)
             records[name] = _record(updated, created_at=current.created_at, updated_at=utc_now())
             saved = _from_record(records[name])
-        try:
-            pushed = self._policy_changed(name)
-        except DevboxError as exc:
-            raise type(exc)(
-                f"policy {name} was saved, but pushing it to running devboxes failed: "
-                f"{exc.message}",
-                exc.hint,
-            ) from None
-        return dataclasses.replace(saved, applied_to=tuple(sorted(pushed)))
+        return dataclasses.replace(saved, applied_to=self._push_update("policy", name))
 
     def get_policy(self, name: str) -> NetworkPolicy:
         validate_policy_name(name)

@@ -8,7 +8,7 @@ proxy config (gateways.py) and is not part of the public API.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from devbox_cli.errors import ConflictError, NotFoundError, StoreError, UsageError
@@ -32,6 +32,8 @@ class SecretInfo:
     name: str
     created_at: str
     updated_at: str
+    # Set by update_secret only: the running devboxes the new value was pushed to.
+    applied_to: tuple[str, ...] = field(default=(), compare=False)
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "created_at": self.created_at, "updated_at": self.updated_at}
@@ -94,6 +96,8 @@ class SecretsAPI:
 
         def _devboxes_using(self, kind: str, name: str) -> list[str]: ...
 
+        def _push_update(self, kind: str, name: str) -> tuple[str, ...]: ...
+
     def create_secret(self, name: str, value: str) -> SecretInfo:
         """Seal `value` under a new name. ConflictError when the name is taken."""
         validate_secret_name(name)
@@ -106,15 +110,17 @@ class SecretsAPI:
             return _info(records[name])
 
     def update_secret(self, name: str, value: str) -> SecretInfo:
-        """Replace the value of an existing secret. Running devboxes keep the old value until
-        their proxy config is pushed again."""
+        """Replace the value of an existing secret and push it to the proxies of the running
+        devboxes that use it (`applied_to` of the result names them): rotation needs no
+        restart."""
         validate_secret_name(name)
         sealed = self.store.seal(_validate_value(value))
         with self.store.transaction("secrets") as records:
             if name not in records:
                 raise not_found(name)
             records[name] = dict(records[name], sealed=sealed, updated_at=utc_now())
-            return _info(records[name])
+            info = _info(records[name])
+        return replace(info, applied_to=self._push_update("secret", name))
 
     def list_secrets(self) -> list[SecretInfo]:
         return [_info(r) for _, r in sorted(self.store.read("secrets").items())]

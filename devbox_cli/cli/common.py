@@ -35,3 +35,10 @@ def prompt_passphrase() -> str:
     import getpass
 
     return getpass.getpass("devbox store passphrase: ")
+
+
+def applied_note(applied_to: tuple[str, ...]) -> str:
+    """How an update reached running devboxes, for the success line."""
+    if applied_to:
+        return f"; applied live to devbox(es) {', '.join(applied_to)}"
+    return "; no running devbox uses it"

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
 
 if TYPE_CHECKING:
     from devbox_cli.gateways import Gateway
@@ -133,7 +133,7 @@ def update(
         preset=preset,
         **changes,  # type: ignore[arg-type]
     )
-    _done(gateway, f"updated gateway {name}", output)
+    _done(gateway, f"updated gateway {name}{applied_note(gateway.applied_to)}", output, True)
 
 
 @app.command("list")
@@ -218,10 +218,11 @@ def _show_text(gateway: Gateway) -> None:
     )
 
 
-def _done(gateway: Gateway, message: str, output: Output) -> None:
+def _done(gateway: Gateway, message: str, output: Output, updated: bool = False) -> None:
     from devbox_cli import render
 
     if output is Output.json:
-        render.print_json(gateway.to_json())
+        extra = {"applied_to": list(gateway.applied_to)} if updated else {}
+        render.print_json({**gateway.to_json(), **extra})
     else:
         render.print_success(message)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
 
 if TYPE_CHECKING:
     from devbox_cli.policies import NetworkPolicy
@@ -129,11 +129,7 @@ def update(
     if output is Output.json:
         render.print_json({**policy.to_json(), "applied_to": list(policy.applied_to)})
         return
-    if policy.applied_to:
-        where = f"; applied live to devbox(es) {', '.join(policy.applied_to)}"
-    else:
-        where = "; no running devbox uses it"
-    render.print_success(f"updated policy {name}{where}")
+    render.print_success(f"updated policy {name}{applied_note(policy.applied_to)}")
     if policy.denies_everything:
         render.print_warning(f"policy {name} denies every destination except gateway routes")
 

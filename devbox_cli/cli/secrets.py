@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -57,13 +57,13 @@ def update(
 ) -> None:
     """Replace a secret's value (same sources as `create`).
 
-    Running devboxes keep the old value until they are recreated.
+    Running devboxes that use it get the new value live, without a restart.
     """
     _refuse_argv_value(ctx.args)
     client = make_client()
     client.get_secret(name)  # fail before asking for a value
     info = client.update_secret(name, _read_value(from_env))
-    _done(info, f"updated secret {name}", output)
+    _done(info, f"updated secret {name}{applied_note(info.applied_to)}", output, updated=True)
 
 
 @app.command("list")
@@ -201,10 +201,11 @@ def _strip_one_newline(text: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-def _done(info, message: str, output: Output) -> None:  # type: ignore[no-untyped-def]
+def _done(info, message: str, output: Output, updated: bool = False) -> None:  # type: ignore[no-untyped-def]
     from devbox_cli import render
 
     if output is Output.json:
-        render.print_json(info.to_json())
+        extra = {"applied_to": list(info.applied_to)} if updated else {}
+        render.print_json({**info.to_json(), **extra})
     else:
         render.print_success(message)

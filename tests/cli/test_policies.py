@@ -282,7 +282,7 @@ def test_python_api_pushes_updates_and_refuses_deleting_a_used_policy(monkeypatc
     client = Client()
     pushed: list[str] = []
     in_use = {"anthropic-only": ["agent"]}
-    monkeypatch.setattr(client, "_policy_changed", lambda name: pushed.append(name) or ["agent"])
+    monkeypatch.setattr(client, "_refresh", lambda kind, name: pushed.append(name) or ["agent"])
     monkeypatch.setattr(client, "_devboxes_using", lambda kind, name: in_use.get(name, []))
 
     client.create_policy("anthropic-only", allow="*.anthropic.com")
@@ -303,11 +303,11 @@ def test_python_api_pushes_updates_and_refuses_deleting_a_used_policy(monkeypatc
     client.delete_policy("anthropic-only", force=True)
     assert client.list_policies() == []
 
-    def broken(name):
+    def broken(kind, name):
         raise DockerUnavailableError("cannot reach Docker", "start it")
 
     client.create_policy("p", allow=["a.com"])
-    monkeypatch.setattr(client, "_policy_changed", broken)
+    monkeypatch.setattr(client, "_refresh", broken)
     with pytest.raises(DockerUnavailableError) as info:
         client.update_policy("p", allow=[])
     assert "was saved" in info.value.message

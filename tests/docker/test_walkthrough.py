@@ -230,3 +230,32 @@ def test_the_secret_value_is_found_nowhere(walk: Walk, tmp_path: Path):
         ["grep", "-rlF", "--", secret, str(cli.home)], capture_output=True, text=True, check=False
     )
     assert stored.stdout == ""
+
+
+def _gateway_answer(walk: Walk) -> dict:
+    proc = walk.cli.sh(
+        walk.name,
+        f'curl -sS -X POST "${PREFIX}_URL/v1/messages" -H "x-api-key: ${PREFIX}" -d "{{}}"',
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_a_rotated_secret_reaches_the_running_devbox_live(walk: Walk):
+    # Last in this module: it changes the secret the fixture made.
+    proxy = f"devbox-{walk.name}-proxy"
+    started = docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout
+    rotated = "sk-ant-rotated-" + secrets.token_hex(20)
+    out = walk.cli.json("secret", "update", "ANTHROPIC", input=rotated)
+    assert out["applied_to"] == [walk.name]
+    expected = hashlib.sha256(f"Bearer {rotated}".encode()).hexdigest()
+    assert _gateway_answer(walk)["auth_sha256"] == expected
+    assert docker("inspect", "-f", "{{.State.StartedAt}}", proxy).stdout == started
+    assert all(rotated not in out for out in walk.cli.transcript)
+    walk.secret = rotated
+
+
+def test_a_gateway_update_reaches_the_running_devbox_live(walk: Walk):
+    out = walk.cli.json("gateway", "update", "anthropic-gateway", "--header", "x-team=agents")
+    assert out["applied_to"] == [walk.name]
+    assert _gateway_answer(walk)["x_team"] == "agents"

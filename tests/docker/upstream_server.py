@@ -24,6 +24,7 @@ async def messages(request: web.Request) -> web.Response:
             "host": request.host,
             "auth_sha256": hashlib.sha256(auth.encode()).hexdigest(),
             "body_sha256": hashlib.sha256(body).hexdigest(),
+            "x_team": request.headers.get("x-team"),  # a custom gateway header, not a secret
         }
     )
 
