@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install images test test-fast lint bench bench-proxy bench-devbox clean
+.PHONY: install docker images test test-fast lint bench bench-proxy bench-devbox clean
 
 install: $(BIN)/devbox
 
@@ -14,7 +14,11 @@ $(BIN)/devbox: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
-images: install
+# A running Docker Engine; on a bare machine (root, apt) this installs and starts one.
+docker:
+	bash scripts/ensure-docker.sh
+
+images: install docker
 	bash images/build.sh
 
 test: install images
