@@ -520,9 +520,12 @@ def _decide(
                 )
 
     own = {_fold(a) for a in own_addresses}
+    # Every 127/8 address is the local host: when the proxy has a loopback address, all of
+    # them are its own (an --allow-cidr for loopback must not let a request loop into it).
+    own_loopback = any(a.is_loopback for a in own)
     cidr_hits: list[IPNetwork | None] = []
     for a in checked:
-        if a in own:
+        if a in own or (own_loopback and a.is_loopback):
             return Decision(False, f"address {a} is the proxy's own address", "own-address")
         cidr = policy._cidr_for(a) if policy is not None else None
         cidr_hits.append(cidr)

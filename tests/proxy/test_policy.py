@@ -491,6 +491,15 @@ def test_own_addresses_refused_even_when_allowed():
     assert policy.decide("172.18.0.3", 80, own_addresses=own).allowed
 
 
+def test_all_of_loopback_is_own_when_the_proxy_has_a_loopback_address():
+    policy = compile_(allow_cidr=["127.0.0.0/8"])
+    own = {ip("127.0.0.1"), ip("172.18.0.2")}
+    for host in ("127.0.0.2", "127.1.2.3", "0x7f.0.0.9"):
+        assert policy.decide(host, 3128, own_addresses=own).rule == "own-address", host
+    # without a loopback address of its own (tests on the host), loopback is just private
+    assert policy.decide("127.0.0.2", 3128, own_addresses={ip("172.18.0.2")}).allowed
+
+
 def test_allow_cidrs_are_public():
     assert compile_(allow=["a.com"]).allow_cidrs == ()
     assert compile_(allow_cidr=["10.0.0.1", "fd00::/8"]).allow_cidrs == (
