@@ -653,28 +653,36 @@ def test_normalize_host_refuses(host):
         normalize_host(host)
 
 
-def test_many_rules_stay_fast():
-    """Lookups are by dict and by walking labels, not by scanning every rule."""
-    import time
-
+def test_many_rules_match_correctly():
+    """15,000 rules: the right one wins at either end of each list (speed: make bench-proxy)."""
     allow = [f"host{i}.example.com" for i in range(5000)] + [
         f"*.zone{i}.example.net" for i in range(5000)
     ]
     policy = compile_(allow=allow, deny=[f"bad{i}.example.org" for i in range(5000)])
-    start = time.perf_counter()
-    for _ in range(2000):
-        assert policy.decide("a.b.zone4999.example.net", 443, [PUBLIC]).allowed
-        assert not policy.decide("nothing.example.org", 443, [PUBLIC]).allowed
-    assert time.perf_counter() - start < 2.0
+    assert policy.decide("a.b.zone4999.example.net", 443, [PUBLIC]).rule == (
+        "allow:*.zone4999.example.net"
+    )
+    assert policy.decide("host0.example.com", 443, [PUBLIC]).allowed
+    assert policy.decide("bad4999.example.org", 443, [PUBLIC]).rule == "deny:bad4999.example.org"
+    assert not policy.decide("nothing.example.org", 443, [PUBLIC]).allowed
 
 
-def test_policy_is_pure_stdlib():
+@pytest.mark.parametrize(
+    ("modules", "banned"),
+    [
+        # pure: the CLI imports these two
+        ("proxy.policy, proxy.config", ("aiohttp", "docker", "devbox_cli")),
+        # the whole proxy: its image has only aiohttp (and uvloop)
+        (
+            "proxy.__main__, proxy.app, proxy.admin, proxy.gateway, proxy.forward",
+            ("docker", "devbox_cli", "typer", "rich", "nacl"),
+        ),
+    ],
+)
+def test_proxy_import_boundaries(modules, banned):
     import subprocess
     import sys
 
-    code = (
-        "import sys, proxy.policy; "
-        "print(sorted(m for m in ('aiohttp', 'docker', 'devbox_cli') if m in sys.modules))"
-    )
+    code = f"import sys, {modules}; print(sorted(m for m in {banned!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
