@@ -15,18 +15,36 @@ over the Docker API, on the stdin of `python -m proxy.admin load` inside the pro
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from devbox_cli import __version__
+from devbox_cli.devbox_views import (
+    LABEL_EGRESS,
+    LABEL_GATEWAYS,
+    LABEL_NAME,
+    LABEL_POLICY,
+    LABEL_ROLE,
+    LABEL_VERSION,
+    PROXY_HOST,
+    PROXY_URL,
+    VERSION,
+    DeleteResult,
+    Devbox,
+    ExecResult,
+    GatewayView,
+    ProxyView,
+    env_of,
+    gateway_views,
+    gateways_label,
+    iso_time,
+    labels_for,
+    state_of,
+)
 from devbox_cli.errors import (
     ConflictError,
     DevboxError,
@@ -36,19 +54,30 @@ from devbox_cli.errors import (
     UsageError,
 )
 from devbox_cli.fastexec import BOX_PREFIX, ExecOptions, check_name
-from proxy.config import DEFAULT_PORT, GATEWAY_ROUTE, ProxyConfig
+from proxy.config import GATEWAY_ROUTE, ProxyConfig
 
 if TYPE_CHECKING:
     from devbox_cli.docker_backend import DockerBackend
     from devbox_cli.store import Store
     from proxy.config import GatewayBinding, PolicySpec
 
-VERSION = __version__
+# Callers import the views and the CLI's parse helpers from here, wherever they are defined.
+__all__ = [
+    "DeleteResult",
+    "Devbox",
+    "DevboxesAPI",
+    "ExecResult",
+    "GatewayView",
+    "ProxyView",
+    "check_name",
+    "is_env_name",
+    "parse_env_spec",
+    "parse_gateway_spec",
+]
+
 DEFAULT_IMAGE = f"devbox/default:{VERSION}"
 DEFAULT_PROXY_IMAGE = f"devbox/proxy:{VERSION}"
 DEFAULT_EGRESS = "devbox-egress"
-PROXY_HOST = "proxy"  # the proxy's alias on the devbox's own network
-PROXY_URL = f"http://{PROXY_HOST}:{DEFAULT_PORT}"
 PROXY_PYTHON = "/opt/proxy/bin/python"
 READY_TIMEOUT = 30.0
 # `python -m proxy.admin load`, except that it imports the admin client while the proxy's
@@ -65,87 +94,12 @@ LOAD_CMD = [
     "sys.exit(admin.main(['load']))\n",
 ]
 
-LABEL_NAME = "devbox.name"
-LABEL_ROLE = "devbox.role"
-LABEL_VERSION = "devbox.version"
-LABEL_GATEWAYS = "devbox.gateways"
-LABEL_POLICY = "devbox.policy"
-LABEL_EGRESS = "devbox.egress"
-
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 RESERVED_ENV = (*PROXY_ENV, "DEVBOX_NAME")
 _ENV_FIRST = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
 _ENV_REST = _ENV_FIRST | set("0123456789")
 
 Progress = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class GatewayView:
-    prefix: str
-    gateway: str
-    secret: str
-    url: str
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "prefix": self.prefix,
-            "gateway": self.gateway,
-            "secret": self.secret,
-            "url": self.url,
-        }
-
-
-@dataclass(frozen=True)
-class ProxyView:
-    id: str | None
-    status: str  # the container's state, or "missing"
-    health: str | None = None  # ok | unconfigured | unreachable; None when not checked
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "health": self.health}
-
-
-@dataclass(frozen=True)
-class Devbox:
-    name: str
-    id: str | None
-    status: str  # the box container's state, or "missing"
-    image: str | None
-    policy: str | None
-    gateways: tuple[GatewayView, ...]
-    proxy: ProxyView
-    created_at: str | None = None
-    egress_network: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "id": self.id,
-            "status": self.status,
-            "image": self.image,
-            "policy": self.policy,
-            "gateways": [g.to_json() for g in self.gateways],
-            "proxy": self.proxy.to_json(),
-            "created_at": self.created_at,
-            "egress_network": self.egress_network,
-        }
-
-
-@dataclass(frozen=True)
-class ExecResult:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    name: str
-    removed: bool  # False: there was nothing left of it
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "removed": self.removed}
 
 
 # -- parsing helpers the CLI shares --------------------------------------------------------
@@ -174,51 +128,6 @@ def parse_env_spec(spec: str) -> tuple[str, str]:
             f"invalid --env {spec!r}", "use K=V where K is an environment-variable name"
         )
     return key, value
-
-
-def _iso(created: Any) -> str | None:
-    if isinstance(created, int | float):
-        return (
-            datetime.fromtimestamp(created, UTC)
-            .isoformat(timespec="seconds")
-            .replace("+00:00", "Z")
-        )
-    if isinstance(created, str) and created:
-        return created.split(".")[0].rstrip("Z") + "Z"
-    return None
-
-
-def _labels(name: str, role: str, **extra: str) -> dict[str, str]:
-    return {LABEL_NAME: name, LABEL_ROLE: role, LABEL_VERSION: VERSION, **extra}
-
-
-def _gateway_views(labels: Mapping[str, str]) -> tuple[GatewayView, ...]:
-    try:
-        raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
-    except ValueError:
-        raw = {}
-    return tuple(
-        GatewayView(
-            prefix,
-            str(ref.get("gateway")),
-            str(ref.get("secret")),
-            f"{PROXY_URL}{GATEWAY_ROUTE}{prefix}",
-        )
-        for prefix, ref in sorted(raw.items())
-        if isinstance(ref, dict)
-    )
-
-
-def _env_of(container: Mapping[str, Any]) -> dict[str, str]:
-    items = (container.get("Config") or {}).get("Env") or []
-    return dict(item.split("=", 1) for item in items if "=" in item)
-
-
-def _state(container: Mapping[str, Any] | None) -> str:
-    if container is None:
-        return "missing"
-    state = container.get("State")
-    return str(state.get("Status") if isinstance(state, dict) else state)
 
 
 class DevboxesAPI:
@@ -292,7 +201,7 @@ class DevboxesAPI:
                     "network",
                     docker.create_network(
                         net,
-                        labels=_labels(name, "network"),
+                        labels=labels_for(name, "network"),
                         internal=True,
                         options={"com.docker.network.bridge.inhibit_ipv4": "true"},
                     ),
@@ -310,7 +219,7 @@ class DevboxesAPI:
                 name=f"{BOX_PREFIX}{name}-proxy",
                 network=net,
                 aliases=[PROXY_HOST],
-                labels=_labels(name, "proxy", **{LABEL_EGRESS: egress}),
+                labels=labels_for(name, "proxy", **{LABEL_EGRESS: egress}),
                 host=_PROXY_HOST_CONFIG,
             )
             made.append(("container", proxy_id))
@@ -321,9 +230,9 @@ class DevboxesAPI:
             box_id = box.result()
             say("waiting for the devbox")
             info = docker.container(box_id)
-            if _state(info) != "running":
+            if state_of(info) != "running":
                 raise DevboxRuntimeError(
-                    f"the devbox container exited right away ({_state(info)})",
+                    f"the devbox container exited right away ({state_of(info)})",
                     "the image needs a `sleep` binary; check `docker logs` of the container",
                 )
         except BaseException:
@@ -337,9 +246,9 @@ class DevboxesAPI:
             status="running",
             image=image,
             policy=policy,
-            gateways=_gateway_views({LABEL_GATEWAYS: _gateways_label(bindings)}),
+            gateways=gateway_views({LABEL_GATEWAYS: gateways_label(bindings)}),
             proxy=ProxyView(proxy_id[:12], "running", "ok"),
-            created_at=_iso(info.get("Created") if info else None),
+            created_at=iso_time(info.get("Created") if info else None),
             egress_network=egress,
         )
 
@@ -357,8 +266,8 @@ class DevboxesAPI:
         from devbox_cli.docker_backend import DockerBackend
 
         docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
-        labels = _labels(
-            name, "box", **{LABEL_GATEWAYS: _gateways_label(bindings), LABEL_POLICY: policy or ""}
+        labels = labels_for(
+            name, "box", **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""}
         )
         box_id = docker.create_container(
             image,
@@ -513,7 +422,7 @@ class DevboxesAPI:
             if (
                 code == 2
                 and time.monotonic() < deadline
-                and _state(docker.container(proxy)) == "running"
+                and state_of(docker.container(proxy)) == "running"
             ):
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
@@ -535,8 +444,8 @@ class DevboxesAPI:
                 f"recreate it: `devbox delete {name}` then `devbox create`",
             )
         labels = (box.get("Config") or {}).get("Labels") or {}
-        env = _env_of(box)
-        bindings = {g.prefix: (g.gateway, g.secret) for g in _gateway_views(labels)}
+        env = env_of(box)
+        bindings = {g.prefix: (g.gateway, g.secret) for g in gateway_views(labels)}
         missing = [p for p in bindings if not env.get(p)]
         if missing:
             raise DevboxRuntimeError(f"devbox {name} has lost its gateway token(s) {missing}")
@@ -550,7 +459,7 @@ class DevboxesAPI:
         docker = self._docker()
         proxy, _policy, config = self._config_of(docker, name)
         for container in (f"{BOX_PREFIX}{name}-proxy", f"{BOX_PREFIX}{name}"):
-            if _state(docker.container(container)) != "running":
+            if state_of(docker.container(container)) != "running":
                 docker.start(container)
         self._push(docker, name, proxy["Id"], config)
         return self.get_devbox(name)
@@ -577,7 +486,7 @@ class DevboxesAPI:
 
         def push(box: str) -> str:
             proxy, _policy, config = self._config_of(docker, box)
-            if _state(proxy) == "running":
+            if state_of(proxy) == "running":
                 self._push(docker, box, proxy["Id"], config, timeout=5.0)
             return box
 
@@ -619,7 +528,7 @@ class DevboxesAPI:
             for b, c in boxes.items()
             if any(
                 g.gateway in gateways or (kind == "secret" and g.secret == name)
-                for g in _gateway_views(c["labels"])
+                for g in gateway_views(c["labels"])
             )
         ]
 
@@ -647,12 +556,12 @@ class DevboxesAPI:
                 Devbox(
                     name=name,
                     id=box["Id"][:12] if box else None,
-                    status=_state(box),
+                    status=state_of(box),
                     image=box.get("Image") if box else None,
                     policy=labels.get(LABEL_POLICY) or None,
-                    gateways=_gateway_views(labels),
-                    proxy=ProxyView(proxy["Id"][:12] if proxy else None, _state(proxy)),
-                    created_at=_iso(box.get("Created")) if box else None,
+                    gateways=gateway_views(labels),
+                    proxy=ProxyView(proxy["Id"][:12] if proxy else None, state_of(proxy)),
+                    created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
                 )
             )
@@ -667,7 +576,7 @@ class DevboxesAPI:
         if box is None and proxy is None and docker.network(f"{BOX_PREFIX}{name}-net") is None:
             raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
         labels = ((box or {}).get("Config") or {}).get("Labels") or {}
-        state = _state(proxy)
+        state = state_of(proxy)
         checked = None
         if health and state == "running":
             code, _ = docker.exec_with_stdin(
@@ -677,12 +586,12 @@ class DevboxesAPI:
         return Devbox(
             name=name,
             id=box["Id"][:12] if box else None,
-            status=_state(box),
+            status=state_of(box),
             image=(box.get("Config") or {}).get("Image") if box else None,
             policy=labels.get(LABEL_POLICY) or None,
-            gateways=_gateway_views(labels),
+            gateways=gateway_views(labels),
             proxy=ProxyView(proxy["Id"][:12] if proxy else None, state, checked),
-            created_at=_iso(box.get("Created")) if box else None,
+            created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
         )
 
@@ -793,13 +702,6 @@ def _limits(cpus: float | None, memory: str | None) -> dict[str, Any]:
             raise UsageError(f"invalid --memory {memory!r}", "use a size like 512m or 2g")
         out["mem_limit"] = size
     return out
-
-
-def _gateways_label(bindings: Mapping[str, tuple[str, ...]]) -> str:
-    return json.dumps(
-        {p: {"gateway": r[0], "secret": r[1]} for p, r in sorted(bindings.items())},
-        separators=(",", ":"),
-    )
 
 
 def _scrub(lines: list[str], config: ProxyConfig) -> str:
