@@ -80,6 +80,7 @@ def build_state(config: ProxyConfig) -> State:
         policy=policy,
         gateways={g.prefix: g for g in config.gateways},
         upstream_ssl=contexts,
+        redactors={g.prefix: gateway.redactor_for(g) for g in config.gateways},
     )
 
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
     from proxy.config import GatewayBinding, ProxyConfig
     from proxy.policy import Policy
+    from proxy.redact import Redactor
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 # resolve(host, port) -> addresses; raises OSError when the name does not resolve
@@ -46,6 +47,8 @@ class State:
     gateways: dict[str, GatewayBinding]  # by prefix
     # per-gateway TLS contexts (system CAs + the gateway's ca_cert), built once per load
     upstream_ssl: dict[str, ssl.SSLContext] = field(default_factory=dict)
+    # per-gateway redaction of reflected credentials, compiled once per load
+    redactors: dict[str, Redactor] = field(default_factory=dict)
 
 
 @dataclass

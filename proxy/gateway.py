@@ -257,7 +257,7 @@ async def _relay(
         compress=None,
         auto_decompress=False,
     ) as upstream:
-        return await _stream_back(request, upstream, redactor_for(binding), chunk, tally)
+        return await _stream_back(request, upstream, state.redactors[binding.prefix], chunk, tally)
 
 
 async def _stream_back(

@@ -31,6 +31,7 @@ class Redactor:
         self.needles = tuple(sorted(needles, key=len, reverse=True))
         self._text = tuple(n.decode() for n in self.needles)
         self._starts = frozenset(n[:1] for n in self.needles)
+        self._longest = max((len(n) for n in self.needles), default=1) - 1
 
     def bytes(self, data: bytes) -> bytes:
         for needle in self.needles:
@@ -49,8 +50,7 @@ class Redactor:
 
     def holdback(self, data: bytes) -> int:
         """Length of the longest suffix of `data` that is a proper prefix of a needle."""
-        longest = max((len(n) for n in self.needles), default=1) - 1
-        for k in range(min(longest, len(data)), 0, -1):
+        for k in range(min(self._longest, len(data)), 0, -1):
             if data[-k : -k + 1 or None] not in self._starts:
                 continue
             tail = data[-k:]
