@@ -85,7 +85,13 @@ async def latency(session, url, headers, seconds) -> list[float]:
     return samples
 
 
-async def throughput(session, url, headers, seconds, concurrency) -> float:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def throughput(session, url, headers, seconds, concurrency) -> tuple[float, int]:
     count = 0
     end = time.perf_counter() + seconds
 
@@ -99,7 +105,7 @@ async def throughput(session, url, headers, seconds, concurrency) -> float:
 
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - t0)
+    return count / (time.perf_counter() - t0), count
 
 
 async def ttfb(session, url, headers, n) -> list[float]:
@@ -161,13 +167,23 @@ async def measure(args) -> dict[str, dict[str, float]]:
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
             await wait_ready(session, f"http://127.0.0.1:{proxy_port}/_devbox/health")
             await wait_ready(session, f"{direct}/small")
-            for name, base in (("direct", direct), ("proxy", proxied)):
+            # CPU per request of the process doing the work: the upstream serving a request
+            # (direct), the proxy relaying one (proxy). CPU time is far steadier than
+            # requests/s on a shared machine.
+            for name, base, worker in (
+                ("direct", direct, procs[0].pid),
+                ("proxy", proxied, procs[1].pid),
+            ):
                 await latency(session, f"{base}/small", auth, 0.5)  # warm-up
                 lat = await latency(session, f"{base}/small", auth, args.seconds)
-                rps = await throughput(session, f"{base}/small", auth, args.seconds, 32)
+                cpu0 = cpu_seconds(worker)
+                rps, count = await throughput(session, f"{base}/small", auth, args.seconds, 32)
+                cpu_us = (cpu_seconds(worker) - cpu0) / max(count, 1) * 1e6
                 first = await ttfb(session, f"{base}/sse", auth, args.sse)
                 results[name] = {
                     "rps": rps,
+                    "cpu_us": cpu_us,
+                    "capacity": 1e6 / cpu_us if cpu_us else float("nan"),
                     "p50": pct(lat, 0.50),
                     "p99": pct(lat, 0.99),
                     "sse_ttfb_p50": statistics.median(first) * 1000,
@@ -210,6 +226,8 @@ def report(results: dict[str, dict[str, float]]) -> str:
     d, p = results["direct"], results["proxy"]
     rows = [
         ("requests/s (32 concurrent)", "rps", "{:,.0f}"),
+        ("CPU per request (µs; upstream direct, proxy via)", "cpu_us", "{:.0f}"),
+        ("one-core capacity (requests/s = 1 s / CPU)", "capacity", "{:,.0f}"),
         ("latency p50 (ms)", "p50", "{:.2f}"),
         ("latency p99 (ms)", "p99", "{:.2f}"),
         ("SSE time to first byte p50 (ms)", "sse_ttfb_p50", "{:.2f}"),
