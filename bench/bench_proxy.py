@@ -1,11 +1,12 @@
-"""Benchmark: gateway requests through the proxy vs. direct to the same upstream.
+"""Benchmark: gateway requests through the proxy vs. direct to the same upstream, and vs. the
+floor of any aiohttp relay (a bare server + client passing the request on, nothing else).
 
     make bench-proxy            (or: .venv/bin/python bench/bench_proxy.py [--seconds 3])
 
 The upstream and the proxy each run in their own process (the proxy pinned to one core when
 the machine has more than one), the load generator in this one; all traffic stays on
 127.0.0.1. Prints requests/s (concurrent clients), p50/p99 latency (one client at a time),
-SSE time to first byte, and the proxy/direct ratios; `--write` also records them in
+SSE time to first byte, CPU per request, and the proxy/direct ratios; `--write` also records them in
 BENCHMARKS.md under "## Proxy".
 """
 
@@ -51,6 +52,35 @@ app = web.Application()
 app.router.add_get("/v1/small", small)
 app.router.add_get("/v1/sse", sse)
 web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+# The floor: the least an aiohttp relay can do per request (no token, no audit, no redaction).
+FLOOR = r"""
+import sys
+import aiohttp
+from aiohttp import web
+UP = sys.argv[2]
+async def relay(request):
+    async with request.app["s"].get(UP + request.path[len("/floor"):]) as r:
+        resp = web.StreamResponse(status=r.status)
+        await resp.prepare(request)
+        async for chunk in r.content.iter_any():
+            await resp.write(chunk)
+        await resp.write_eof()
+        return resp
+async def session(app):
+    app["s"] = aiohttp.ClientSession(auto_decompress=False)
+    yield
+    await app["s"].close()
+app = web.Application()
+app.cleanup_ctx.append(session)
+app.router.add_get("/floor/{tail:.*}", relay)
+try:
+    import uvloop
+    loop = uvloop.new_event_loop()
+except ImportError:
+    loop = None
+web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None, loop=loop)
 """
 
 
@@ -125,7 +155,7 @@ def pct(samples: list[float], p: float) -> float:
 
 
 async def measure(args) -> dict[str, dict[str, float]]:
-    up_port, proxy_port = free_port(), free_port()
+    up_port, proxy_port, floor_port = free_port(), free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     config = ProxyConfig(
         devbox="bench",
@@ -152,14 +182,20 @@ async def measure(args) -> dict[str, dict[str, float]]:
              "--admin-socket", str(tmp / "admin.sock")],
             env=env, stdout=subprocess.DEVNULL,
         ),
+        subprocess.Popen(
+            [sys.executable, "-c", FLOOR, str(floor_port), f"http://127.0.0.1:{up_port}"],
+            env=env,
+        ),
     ]  # fmt: skip
     cores = sorted(os.sched_getaffinity(0))
-    if len(cores) > 1:  # proxy on one core; upstream and load generator on the others
+    if len(cores) > 1:  # proxy (or floor) on one core; upstream and load generator on the others
         os.sched_setaffinity(procs[1].pid, {cores[0]})
+        os.sched_setaffinity(procs[2].pid, {cores[0]})
         os.sched_setaffinity(procs[0].pid, set(cores[1:]))
         os.sched_setaffinity(0, set(cores[1:]))
     direct = f"http://127.0.0.1:{up_port}/v1"
     proxied = f"http://127.0.0.1:{proxy_port}/gw/BENCH/v1"
+    floor = f"http://127.0.0.1:{floor_port}/floor/v1"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     results: dict[str, dict[str, float]] = {}
     try:
@@ -167,11 +203,13 @@ async def measure(args) -> dict[str, dict[str, float]]:
         async with aiohttp.ClientSession(connector=connector, trust_env=False) as session:
             await wait_ready(session, f"http://127.0.0.1:{proxy_port}/_devbox/health")
             await wait_ready(session, f"{direct}/small")
+            await wait_ready(session, f"{floor}/small")
             # CPU per request of the process doing the work: the upstream serving a request
-            # (direct), the proxy relaying one (proxy). CPU time is far steadier than
-            # requests/s on a shared machine.
+            # (direct), the floor relay or the proxy relaying one. CPU time is far steadier
+            # than requests/s on a shared machine.
             for name, base, worker in (
                 ("direct", direct, procs[0].pid),
+                ("floor", floor, procs[2].pid),
                 ("proxy", proxied, procs[1].pid),
             ):
                 await latency(session, f"{base}/small", auth, 0.5)  # warm-up
@@ -223,23 +261,28 @@ def machine() -> str:
 
 
 def report(results: dict[str, dict[str, float]]) -> str:
-    d, p = results["direct"], results["proxy"]
+    d, f, p = results["direct"], results["floor"], results["proxy"]
     rows = [
         ("requests/s (32 concurrent)", "rps", "{:,.0f}"),
-        ("CPU per request (µs; upstream direct, proxy via)", "cpu_us", "{:.0f}"),
+        ("CPU per request (µs, of the serving process)", "cpu_us", "{:.0f}"),
         ("one-core capacity (requests/s = 1 s / CPU)", "capacity", "{:,.0f}"),
         ("latency p50 (ms)", "p50", "{:.2f}"),
         ("latency p99 (ms)", "p99", "{:.2f}"),
         ("SSE time to first byte p50 (ms)", "sse_ttfb_p50", "{:.2f}"),
     ]
-    lines = ["| metric | direct | via proxy | proxy/direct |", "|---|---|---|---|"]
+    lines = [
+        "| metric | direct | floor relay | via proxy | proxy/direct | proxy/floor |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, key, fmt in rows:
-        ratio = p[key] / d[key] if d[key] else float("nan")
-        lines.append(f"| {label} | {fmt.format(d[key])} | {fmt.format(p[key])} | {ratio:.2f} |")
+        cells = " | ".join(fmt.format(r[key]) for r in (d, f, p))
+        ratios = " | ".join(f"{p[key] / base[key]:.2f}" if base[key] else "n/a" for base in (d, f))
+        lines.append(f"| {label} | {cells} | {ratios} |")
     lines.append("")
     lines.append(
         f"Added latency: p50 {p['p50'] - d['p50']:+.2f} ms, p99 {p['p99'] - d['p99']:+.2f} ms; "
-        f"SSE first byte {p['sse_ttfb_p50'] - d['sse_ttfb_p50']:+.2f} ms."
+        f"SSE first byte {p['sse_ttfb_p50'] - d['sse_ttfb_p50']:+.2f} ms. "
+        f"The proxy's CPU over the floor relay: {p['cpu_us'] - f['cpu_us']:+.0f} µs per request."
     )
     return "\n".join(lines)
 
