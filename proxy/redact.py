@@ -48,15 +48,35 @@ class Redactor:
     def body(self) -> BodyRedactor:
         return BodyRedactor(self)
 
+    def safe_cut(self, data: bytes, cut: int) -> int:
+        """`cut`, moved back to the start of any secret occurrence that straddles it."""
+        moved = True
+        while moved:
+            moved = False
+            for needle in self.needles:
+                j = data.find(needle, max(0, cut - len(needle) + 1))
+                if j != -1 and j < cut < j + len(needle):
+                    cut, moved = j, True
+        return cut
+
     def holdback(self, data: bytes) -> int:
-        """Length of the longest suffix of `data` that is a proper prefix of a needle."""
-        for k in range(min(self._longest, len(data)), 0, -1):
-            if data[-k : -k + 1 or None] not in self._starts:
-                continue
-            tail = data[-k:]
-            if any(n.startswith(tail) for n in self.needles):
-                return k
-        return 0
+        """Length of the longest suffix of `data` that is a proper prefix of a needle.
+
+        Only positions holding a needle's first byte can start such a suffix, so those are
+        found with bytes.find instead of trying every suffix length (this runs per chunk).
+        """
+        end = len(data)
+        lo = max(0, end - self._longest)
+        best = 0
+        for start in self._starts:
+            i = data.find(start, lo)
+            while i != -1 and end - i > best:
+                tail = data[i:]
+                if any(n.startswith(tail) for n in self.needles):
+                    best = end - i  # the earliest match is the longest suffix for this byte
+                    break
+                i = data.find(start, i + 1)
+        return best
 
 
 class BodyRedactor:
@@ -67,17 +87,16 @@ class BodyRedactor:
         self._tail = b""
 
     def feed(self, chunk: bytes) -> bytes:
-        data = self._r.bytes(self._tail + chunk) if self._tail else self._r.bytes(chunk)
-        keep = self._r.holdback(data)
-        if keep:
-            self._tail = data[-keep:]
-            return data[:-keep]
-        self._tail = b""
-        return data
+        # Decide what to hold back on the raw bytes, before any replacement: a complete short
+        # secret may be the start of a longer one that the next chunk completes.
+        data = self._tail + chunk if self._tail else chunk
+        cut = self._r.safe_cut(data, len(data) - self._r.holdback(data))
+        self._tail = data[cut:]
+        return self._r.bytes(data[:cut])
 
     def flush(self) -> bytes:
         tail, self._tail = self._tail, b""
-        return tail
+        return self._r.bytes(tail)
 
 
 class DecodeError(Exception):

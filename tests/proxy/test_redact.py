@@ -1,0 +1,51 @@
+"""Streaming redaction: any split of a body into chunks gives the same result as redacting
+the whole body at once, and nothing is held back that could not start a secret."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from proxy.redact import MARKER, Redactor
+
+SECRETS = ["sk-abcabd-123", "sk-ab", "xyz/+="]  # overlapping prefixes, and URL-quotable bytes
+
+
+def brute_holdback(redactor: Redactor, data: bytes) -> int:
+    longest = max(len(n) for n in redactor.needles) - 1
+    for k in range(min(longest, len(data)), 0, -1):
+        if any(n.startswith(data[-k:]) for n in redactor.needles):
+            return k
+    return 0
+
+
+def whole(redactor: Redactor, data: bytes) -> bytes:
+    return redactor.bytes(data)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_holdback_matches_the_definition(seed):
+    rng = random.Random(seed)
+    redactor = Redactor(SECRETS)
+    alphabet = b"sk-abcd123xyz/+=% "
+    for _ in range(200):
+        data = bytes(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        assert redactor.holdback(data) == brute_holdback(redactor, data), data
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_any_chunking_redacts_like_the_whole_body(seed):
+    rng = random.Random(seed)
+    redactor = Redactor(SECRETS)
+    pieces = [b"plain text ", *(s.encode() for s in SECRETS), b"sk-", b"xyz%2F%2B%3D", b"\n"]
+    body = b"".join(rng.choice(pieces) for _ in range(60))
+    cuts = sorted(rng.sample(range(1, len(body)), k=min(len(body) - 1, rng.randrange(1, 30))))
+    stream = redactor.body()
+    out = b""
+    for a, b in zip([0, *cuts], [*cuts, len(body)], strict=True):
+        out += stream.feed(body[a:b])
+    out += stream.flush()
+    assert out == whole(redactor, body)
+    assert b"sk-abcabd-123" not in out and b"xyz/+=" not in out and b"xyz%2F%2B%3D" not in out
+    assert MARKER in out or not any(s.encode() in body for s in SECRETS)
