@@ -34,7 +34,7 @@ lint: install
 bench: bench-proxy bench-devbox
 
 bench-proxy: install
-	$(BIN)/python bench/bench_proxy.py
+	$(BIN)/python bench/bench_proxy.py --write
 
 bench-devbox: install images
 	$(BIN)/python bench/bench_devbox.py

@@ -291,20 +291,23 @@ def write_benchmarks(table: str, args) -> None:
     path = ROOT / "BENCHMARKS.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
     section = (
-        "## Proxy\n\n"
         "`make bench-proxy` (bench/bench_proxy.py): gateway requests (`GET /gw/BENCH/v1/small`, "
         "bearer swap, ~60-byte JSON answer) through the proxy vs. direct to the same aiohttp "
-        "upstream, in the same run. Upstream and proxy run in their own processes; the proxy "
-        "is pinned to one core, the upstream and the load generator (aiohttp client) share "
+        "upstream and vs. a bare aiohttp relay (the floor: server + client, no token, audit or "
+        "redaction), in the same run. Upstream, relay and proxy run in their own processes; "
+        "relay and proxy are pinned to one core, the upstream and the load generator share "
         f"the other. Latency: one client, {args.seconds:.0f} s; requests/s: 32 concurrent "
         f"clients, {args.seconds:.0f} s; SSE: {args.sse} streams, time to the first event.\n\n"
         f"Machine: {machine()}.\n\n{table}\n"
     )
-    pattern = re.compile(r"## Proxy\n.*?(?=\n## |\Z)", re.DOTALL)
+    # Only the measured part between the markers is replaced; notes around it stay.
+    begin, end = "<!-- bench-proxy:begin -->", "<!-- bench-proxy:end -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}"
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.DOTALL)
     if pattern.search(text):
-        text = pattern.sub(lambda _: section.rstrip("\n"), text)
+        text = pattern.sub(lambda _: block, text)
     else:
-        text = text.rstrip("\n") + "\n\n" + section
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(text.rstrip("\n") + "\n")
 
 
