@@ -21,7 +21,12 @@ docker:
 images: install docker
 	bash images/build.sh
 
-test: install images
+# Without a Docker Engine (and not under CI=true) the suite still runs: the Docker-backed
+# tests skip with the reason. Under CI=true a missing engine is a failure.
+test: install
+	@if bash scripts/ensure-docker.sh; then bash images/build.sh; \
+	elif [ "$${CI:-}" = true ]; then exit 1; \
+	else echo "make test: no Docker Engine here; the Docker-backed tests will be skipped"; fi
 	$(BIN)/pytest -q
 
 test-fast: install
