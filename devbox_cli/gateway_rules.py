@@ -9,7 +9,6 @@ import hashlib
 import ipaddress
 import os
 import re
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +213,8 @@ def load_ca_cert(source: str | os.PathLike[str]) -> str:
     if not blocks:
         raise UsageError(f"{where}: no PEM certificate (-----BEGIN CERTIFICATE-----) in it")
     pem = "\n".join(blocks) + "\n"
+    import ssl  # here: most commands never parse a certificate
+
     try:
         ssl.create_default_context(cadata=pem)
     except (ssl.SSLError, ValueError) as exc:
@@ -224,6 +225,8 @@ def load_ca_cert(source: str | os.PathLike[str]) -> str:
 
 def ca_summary(pem: str) -> dict[str, Any]:
     """What `show -o json` says about a CA bundle: how many certificates, their SHA-256."""
+    import ssl
+
     prints = []
     for block in PEM_CERT.findall(pem):
         digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest().upper()
