@@ -7,8 +7,10 @@ spelling, fix a Host header, refuse a malformed target) before the proxy ever sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
-from collections.abc import Sequence
+import socket
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from proxy.config import PolicySpec
@@ -104,3 +106,19 @@ def get_request(target: str, host: str | None) -> bytes:
 
 def connect_request(authority: str) -> bytes:
     return f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode()
+
+
+@contextlib.contextmanager
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose connects never complete: a listener with a full accept queue
+    drops further SYNs, so a connect times out without a packet leaving the machine."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    filler = socket.create_connection(("127.0.0.1", port))
+    try:
+        yield port
+    finally:
+        filler.close()
+        listener.close()

@@ -17,6 +17,7 @@ from tests.proxy.forward_support import (
     loopback_resolver,
     raw_exchange,
     read_response,
+    unanswered_port,
 )
 
 MB = 1024 * 1024
@@ -272,23 +273,13 @@ async def test_connect_refused_gets_502(tunnel_proxy):
 
 
 async def test_connect_timeout_gets_504(start_proxy):
-    # A listener with a full accept queue drops further SYNs: a connect that never completes,
-    # without a packet leaving the machine.
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port))
-    try:
+    with unanswered_port() as port:
         proxy = await start_proxy(
             make_config(policy=LOOPBACK_CIDR),
             Settings(connect_timeout=0.3),
             resolver=loopback_resolver("localhost"),
         )
         resp = await raw_exchange(proxy.port, connect_request(f"localhost:{port}"))
-    finally:
-        filler.close()
-        listener.close()
     assert resp.status == 504
     assert proxy.audit_records[0]["status"] == 504
 

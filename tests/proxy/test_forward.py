@@ -21,6 +21,7 @@ from tests.proxy.forward_support import (
     loopback_resolver,
     raw_exchange,
     read_response,
+    unanswered_port,
 )
 
 MB = 1024 * 1024
@@ -375,13 +376,7 @@ async def test_keep_alive_client_sends_several_requests(allowed_proxy, http_upst
 
 
 async def test_connect_timeout_gets_504(start_proxy):
-    # a listener whose accept queue is full drops SYNs: a connect that never completes
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(0)
-    port = listener.getsockname()[1]
-    filler = socket.create_connection(("127.0.0.1", port))
-    try:
+    with unanswered_port() as port:
         proxy = await start_proxy(
             make_config(policy=LOOPBACK_CIDR),
             Settings(connect_timeout=0.3),
@@ -390,8 +385,5 @@ async def test_connect_timeout_gets_504(start_proxy):
         resp = await raw_exchange(
             proxy.port, get_request(f"http://{ALLOWED_NAME}:{port}/", f"{ALLOWED_NAME}:{port}")
         )
-    finally:
-        filler.close()
-        listener.close()
     assert resp.status == 504
     assert proxy.audit_records[0]["status"] == 504
