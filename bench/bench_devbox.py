@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import platform
 import secrets
+import shutil
 import statistics
 import subprocess
 import sys
@@ -27,6 +28,7 @@ DEVBOX = [str(VENV_DEVBOX)] if VENV_DEVBOX.exists() else [sys.executable, "-m", 
 IMAGE = os.environ.get("DEVBOX_IMAGE", "devbox/default:0.1.0")
 REPS = int(os.environ.get("BENCH_REPS", "20"))
 RUN = f"bench{secrets.token_hex(2)}"
+EGRESS = "devbox-egress"  # the default egress network, made by the first `devbox create`
 
 
 def run(cmd: list[str], env: dict[str, str] | None = None) -> float:
@@ -60,6 +62,10 @@ def main() -> int:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     created: list[str] = []
     create_ours, create_docker, exec_ours, exec_docker = [], [], [], []
+    egress_existed = (
+        subprocess.run(["docker", "network", "inspect", EGRESS], capture_output=True).returncode
+        == 0
+    )
     try:
         for i in range(REPS):
             name = f"{RUN}-{i}"
@@ -88,6 +94,9 @@ def main() -> int:
             exec_docker.append(run(["docker", "exec", f"devbox-{name}", "true"]))
     finally:
         quiet([*DEVBOX, "delete", *created], env)
+        if not egress_existed:  # leave the machine as the benchmark found it
+            quiet(["docker", "network", "rm", EGRESS])
+        shutil.rmtree(home, ignore_errors=True)
 
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
