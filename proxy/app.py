@@ -36,7 +36,7 @@ from yarl import URL
 from proxy import audit, forward, gateway
 from proxy.config import GATEWAY_ROUTE, HEALTH_PATH, ConfigError, ProxyConfig
 from proxy.context import IPAddress, ProxyContext, Resolver, Settings, State
-from proxy.errors import ProxyError, classify, error_response
+from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
 from proxy.policy import parse_ip_literal
 
 log = logging.getLogger("proxy")
@@ -342,7 +342,7 @@ class ProxyApp:
 
     def _require_config(self) -> None:
         if self.ctx.state is None:
-            raise ProxyError(503, "proxy not configured yet")
+            raise ProxyError(503, UNCONFIGURED)
 
     def _health_response(self, method: str) -> web.Response:
         if method not in ("GET", "HEAD"):

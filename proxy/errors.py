@@ -22,6 +22,11 @@ class ProxyError(Exception):
         self.reason = reason
 
 
+# Said to the devbox while the proxy has no config: after its container restarted, the
+# config must be handed over again from the host.
+UNCONFIGURED = "proxy not configured; on the host, run `devbox repair <devbox>`"
+
+
 def error_response(status: int, reason: str) -> web.Response:
     resp = web.Response(status=status, text=reason + "\n", content_type="text/plain")
     resp.headers["Cache-Control"] = "no-store"

@@ -29,7 +29,7 @@ from yarl import URL
 
 from proxy import audit
 from proxy.context import IPAddress, ProxyContext
-from proxy.errors import ProxyError, classify, error_response
+from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
 from proxy.policy import Decision, Policy, PolicyError, decide, normalize_host, parse_ip_literal
 from proxy.resolve import local_addresses, resolve
 from proxy.tunnel import Detached, Tunnel
@@ -207,7 +207,7 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
     """The checked addresses to connect to, or ProxyError (403, 502, 503)."""
     state = ctx.state
     if state is None:
-        raise ProxyError(503, "proxy not configured yet")
+        raise ProxyError(503, UNCONFIGURED)
     policy = state.policy
     own = ctx.own_addresses
     if target.ip is not None:

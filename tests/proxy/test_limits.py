@@ -163,6 +163,7 @@ async def test_unconfigured_proxy_fails_closed(start_proxy, client):
     proxy = await start_proxy()
     async with client.get(f"{proxy.url}{GW}/x", headers={"x-api-key": TOKEN_A}) as resp:
         assert resp.status == 503
+        assert "devbox repair" in await resp.text()  # the way out, for whoever reads it
     answer = await exchange(proxy, b"GET http://example.com/ HTTP/1.1\r\nHost: example.com\r\n\r\n")
     assert status_of(answer) == 503
     answer = await exchange(proxy, b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
