@@ -18,7 +18,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass
 
 import aiohttp
@@ -287,11 +287,26 @@ def _end_to_end(headers: Headers) -> CIMultiDict[str]:
 
 async def handle_forward(request: web.BaseRequest, ctx: ProxyContext) -> web.StreamResponse:
     record = _Record(kind="forward", method=request.method, started=time.monotonic())
+    return await _audited(_forward(request, ctx, record), ctx, record, close_on_refusal=False)
+
+
+async def _audited(
+    work: Awaitable[web.StreamResponse],
+    ctx: ProxyContext,
+    record: _Record,
+    *,
+    close_on_refusal: bool,
+) -> web.StreamResponse:
+    """Run a forward or CONNECT handler: a refusal becomes its short error response, the
+    status lands in the record, and the record is emitted exactly once."""
     try:
-        return await _forward(request, ctx, record)
+        return await work
     except ProxyError as exc:
         record.status = exc.status
-        return error_response(exc.status, exc.reason)
+        resp = error_response(exc.status, exc.reason)
+        if close_on_refusal:
+            resp.force_close()  # the client may already be sending tunnel bytes behind the head
+        return resp
     except asyncio.CancelledError:
         record.status = record.status or 499  # the client went away
         raise
@@ -391,21 +406,7 @@ def _host_header(target: Target) -> str:
 
 async def handle_connect(request: web.BaseRequest, ctx: ProxyContext) -> web.StreamResponse:
     record = _Record(kind="connect", method="CONNECT", started=time.monotonic())
-    try:
-        return await _connect(request, ctx, record)
-    except ProxyError as exc:
-        record.status = exc.status
-        resp = error_response(exc.status, exc.reason)
-        resp.force_close()  # the client may already be sending tunnel bytes behind the head
-        return resp
-    except asyncio.CancelledError:
-        record.status = record.status or 499
-        raise
-    except Exception as exc:
-        record.status = classify(exc)[0]
-        raise
-    finally:
-        record.emit(ctx)
+    return await _audited(_connect(request, ctx, record), ctx, record, close_on_refusal=True)
 
 
 async def _connect(
