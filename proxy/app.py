@@ -33,7 +33,7 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from proxy import audit, forward, gateway
+from proxy import audit, compat, forward, gateway
 from proxy.config import GATEWAY_ROUTE, HEALTH_PATH, ConfigError, ProxyConfig
 from proxy.context import IPAddress, ProxyContext, Resolver, Settings, State
 from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
@@ -273,12 +273,12 @@ class ProxyApp:
             max_headers=100,
             read_bufsize=s.stream_chunk,
         )
+        compat.check(self._server)
         self._runner = web.ServerRunner(self._server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
-        sockname = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
-        self.host, self.port = sockname[0], sockname[1]
+        self.host, self.port = self._runner.addresses[0][:2]
 
     async def close(self) -> None:
         if self._runner is not None:
