@@ -1,4 +1,4 @@
-"""The Python API: every operation the CLI offers, as methods on one Client.
+"""The Python API: every operation the CLI offers, on one Client.
 
     from devbox_cli import Client
     client = Client()                      # DEVBOX_HOME or the platform data dir
@@ -7,18 +7,97 @@
     box = client.create_devbox("agent", gateways={"ANTHROPIC_API_KEY": ("anthropic", "ANTHROPIC")})
     result = client.exec(box.name, ["echo", "hi"])
 
-Each group of operations lives in its own module; Client composes them.
+Client composes, as docker-py's DockerClient composes its collections: the store, the Docker
+engine (opened on first use), and one service per resource, each given what it needs.
+`client.secrets.create(...)` and `client.create_secret(...)` are the same method: the
+table at the bottom names, for each operation, the one place it is defined.
 """
 
 from __future__ import annotations
 
-from devbox_cli.devboxes import DevboxesAPI
-from devbox_cli.gateways import GatewaysAPI
-from devbox_cli.policies import PoliciesAPI
-from devbox_cli.secrets import SecretsAPI
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
+
+from devbox_cli.devboxes import DevboxService
+from devbox_cli.services.gateways import GatewayService
+from devbox_cli.services.policies import PolicyService
+from devbox_cli.services.proxy_config import ProxyConfigs
+from devbox_cli.services.proxy_push import ProxyPusher
+from devbox_cli.services.secrets import SecretService
 from devbox_cli.store import Store
 
+if TYPE_CHECKING:
+    from devbox_cli.docker_backend import DockerBackend
 
-class Client(SecretsAPI, GatewaysAPI, PoliciesAPI, DevboxesAPI):
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+
+
+class _Via(Generic[S, P, R]):
+    """A Client method that is a service's method: `create_secret = _Via("secrets",
+    SecretService.create)` makes `client.create_secret` the bound `client.secrets.create`,
+    with its signature and docstring."""
+
+    def __init__(self, service: str, method: Callable[Concatenate[S, P], R]) -> None:
+        self.service = service
+        self.method = method
+        self.__doc__ = method.__doc__
+
+    @overload
+    def __get__(self, client: None, owner: type) -> Callable[Concatenate[S, P], R]: ...
+    @overload
+    def __get__(self, client: Client, owner: type) -> Callable[P, R]: ...
+    def __get__(self, client: Client | None, owner: type) -> Any:
+        if client is None:
+            return self.method
+        return getattr(getattr(client, self.service), self.method.__name__)
+
+
+class Client:
     def __init__(self, home: str | None = None, *, passphrase: str | None = None) -> None:
         self.store = Store.open(home, passphrase=passphrase)
+        self._engine: DockerBackend | None = None
+        self.configs = ProxyConfigs(self.store)
+        self.proxies = ProxyPusher(self.engine, self.store, self.configs)
+        self.secrets = SecretService(self.store, self.proxies)
+        self.gateways = GatewayService(self.store, self.proxies)
+        self.policies = PolicyService(self.store, self.proxies)
+        self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
+
+    def engine(self) -> DockerBackend:
+        """The Docker engine, connected on first use: commands on the store alone never
+        import docker-py or need a running engine."""
+        if self._engine is None:
+            from devbox_cli.docker_backend import DockerBackend
+
+            self._engine = DockerBackend()
+        return self._engine
+
+    create_secret = _Via("secrets", SecretService.create)
+    update_secret = _Via("secrets", SecretService.update)
+    list_secrets = _Via("secrets", SecretService.list)
+    get_secret = _Via("secrets", SecretService.get)
+    delete_secret = _Via("secrets", SecretService.delete)
+    set_passphrase = _Via("secrets", SecretService.set_passphrase)
+
+    create_gateway = _Via("gateways", GatewayService.create)
+    update_gateway = _Via("gateways", GatewayService.update)
+    list_gateways = _Via("gateways", GatewayService.list)
+    get_gateway = _Via("gateways", GatewayService.get)
+    delete_gateway = _Via("gateways", GatewayService.delete)
+
+    create_policy = _Via("policies", PolicyService.create)
+    update_policy = _Via("policies", PolicyService.update)
+    list_policies = _Via("policies", PolicyService.list)
+    get_policy = _Via("policies", PolicyService.get)
+    delete_policy = _Via("policies", PolicyService.delete)
+    check_policy = _Via("policies", PolicyService.check)
+
+    create_devbox = _Via("devboxes", DevboxService.create)
+    list_devboxes = _Via("devboxes", DevboxService.list)
+    get_devbox = _Via("devboxes", DevboxService.get)
+    devbox_logs = _Via("devboxes", DevboxService.logs)
+    exec = _Via("devboxes", DevboxService.exec)
+    repair_devbox = _Via("devboxes", DevboxService.repair)
+    delete_devboxes = _Via("devboxes", DevboxService.delete)

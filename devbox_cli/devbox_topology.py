@@ -9,7 +9,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from devbox_cli.devbox_views import (
@@ -21,11 +21,12 @@ from devbox_cli.devbox_views import (
     PROXY_HOST,
     PROXY_URL,
     VERSION,
+    Binding,
     gateways_label,
     labels_for,
 )
 from devbox_cli.errors import ConflictError, DevboxError, NotFoundError, UsageError
-from devbox_cli.fastexec import BOX_PREFIX
+from devbox_cli.names import box_container, box_network, is_env_name, proxy_container
 from proxy.config import GATEWAY_ROUTE
 
 if TYPE_CHECKING:
@@ -36,27 +37,41 @@ DEFAULT_PROXY_IMAGE = f"devbox/proxy:{VERSION}"
 DEFAULT_EGRESS = "devbox-egress"
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 RESERVED_ENV = (*PROXY_ENV, "DEVBOX_NAME")
-_ENV_FIRST = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-_ENV_REST = _ENV_FIRST | set("0123456789")
 
 
 # -- inputs: the CLI's spec parsers, the box's environment and limits --------------------------
 
 
-def is_env_name(name: str) -> bool:
-    return bool(name) and name[0] in _ENV_FIRST and _ENV_REST.issuperset(name)
+def parse_gateway_specs(specs: Iterable[str]) -> dict[str, tuple[str, str]]:
+    """`PREFIX=GATEWAY:SECRET` specs -> {prefix: (gateway, secret)}, each prefix once."""
+    out: dict[str, tuple[str, str]] = {}
+    for spec in specs:
+        prefix, eq, rest = spec.partition("=")
+        gateway, colon, secret = rest.partition(":")
+        if not (eq and colon and prefix and gateway and secret):
+            raise UsageError(
+                f"invalid --gateway {spec!r}",
+                "use PREFIX=GATEWAY:SECRET, e.g. ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC",
+            )
+        if prefix in out:
+            raise UsageError(f"gateway prefix {prefix} is given twice")
+        out[prefix] = (gateway, secret)
+    return out
 
 
-def parse_gateway_spec(spec: str) -> tuple[str, str, str]:
-    """`PREFIX=GATEWAY:SECRET` -> (prefix, gateway, secret)."""
-    prefix, eq, rest = spec.partition("=")
-    gateway, colon, secret = rest.partition(":")
-    if not (eq and colon and prefix and gateway and secret):
-        raise UsageError(
-            f"invalid --gateway {spec!r}",
-            "use PREFIX=GATEWAY:SECRET, e.g. ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC",
-        )
-    return prefix, gateway, secret
+def to_bindings(gateways: Mapping[str, tuple[str, str]]) -> tuple[Binding, ...]:
+    """The Python API's {prefix: (gateway, secret)} -> checked Bindings, by prefix."""
+    out = []
+    for prefix, ref in sorted(gateways.items()):
+        if not is_env_name(prefix):
+            raise UsageError(
+                f"invalid gateway prefix {prefix!r}",
+                "a prefix is an environment-variable name, e.g. ANTHROPIC_API_KEY",
+            )
+        if len(ref) != 2 or not all(isinstance(r, str) and r for r in ref):
+            raise UsageError(f"gateway binding {prefix} needs a gateway and a secret name")
+        out.append(Binding(prefix, ref[0], ref[1]))
+    return tuple(out)
 
 
 def parse_env_spec(spec: str) -> tuple[str, str]:
@@ -70,20 +85,14 @@ def parse_env_spec(spec: str) -> tuple[str, str]:
 
 def box_environment(
     name: str,
-    bindings: Mapping[str, tuple[str, ...]],
+    bindings: Iterable[Binding],
     env: dict[str, str],
     tokens: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The box's environment; refuses a prefix or --env that would shadow another."""
+    """The box's environment: `env`, the proxy settings, and for each binding its gateway
+    token (`tokens`, by prefix) and URL. Refuses a prefix or --env that would shadow another."""
     owned: dict[str, str] = {k: "the proxy settings" for k in RESERVED_ENV}
-    for prefix, ref in bindings.items():
-        if not is_env_name(prefix):
-            raise UsageError(
-                f"invalid gateway prefix {prefix!r}",
-                "a prefix is an environment-variable name, e.g. ANTHROPIC_API_KEY",
-            )
-        if len(ref) != 2 or not all(isinstance(r, str) and r for r in ref):
-            raise UsageError(f"gateway binding {prefix} needs a gateway and a secret name")
+    for prefix in (b.prefix for b in bindings):
         for var in (prefix, f"{prefix}_URL"):
             if var in owned:
                 raise UsageError(
@@ -159,7 +168,7 @@ def start_box(
     net: str,
     env: dict[str, str],
     limits: dict[str, Any],
-    bindings: Mapping[str, tuple[str, str]],
+    bindings: tuple[Binding, ...],
     policy: str | None,
     made: list[tuple[str, str]],
 ) -> str:
@@ -171,7 +180,7 @@ def start_box(
     )
     box_id = docker.create_container(
         image,
-        name=f"{BOX_PREFIX}{name}",
+        name=box_container(name),
         network=net,
         labels=labels,
         hostname=name,
@@ -201,9 +210,9 @@ def fresh_name(docker: DockerBackend) -> str:
 def check_free(docker: DockerBackend, name: str) -> None:
     taken = (
         docker.containers(f"{LABEL_NAME}={name}")
-        or docker.container(f"{BOX_PREFIX}{name}")
-        or docker.container(f"{BOX_PREFIX}{name}-proxy")
-        or docker.network(f"{BOX_PREFIX}{name}-net")
+        or docker.container(box_container(name))
+        or docker.container(proxy_container(name))
+        or docker.network(box_network(name))
     )
     if taken:
         raise ConflictError(

@@ -6,7 +6,7 @@ the one place that knows the label schema; nothing here talks to Docker.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,11 +27,17 @@ LABEL_EGRESS = "devbox.egress"
 
 
 @dataclass(frozen=True)
-class GatewayView:
+class Binding:
+    """Gateway `gateway` bound to secret `secret` under `prefix`: the box gets $PREFIX (its
+    gateway token) and $PREFIX_URL; its proxy swaps the token for the secret's value."""
+
     prefix: str
     gateway: str
     secret: str
-    url: str
+
+    @property
+    def url(self) -> str:
+        return f"{PROXY_URL}{GATEWAY_ROUTE}{self.prefix}"
 
     def to_json(self) -> dict[str, str]:
         return {
@@ -59,7 +65,7 @@ class Devbox:
     status: str  # the box container's state, or "missing"
     image: str | None
     policy: str | None
-    gateways: tuple[GatewayView, ...]
+    gateways: tuple[Binding, ...]
     proxy: ProxyView
     created_at: str | None = None
     egress_network: str | None = None
@@ -101,25 +107,22 @@ def labels_for(name: str, role: str, **extra: str) -> dict[str, str]:
     return {LABEL_NAME: name, LABEL_ROLE: role, LABEL_VERSION: VERSION, **extra}
 
 
-def gateways_label(bindings: Mapping[str, tuple[str, ...]]) -> str:
+def gateways_label(bindings: Iterable[Binding]) -> str:
     return json.dumps(
-        {p: {"gateway": r[0], "secret": r[1]} for p, r in sorted(bindings.items())},
+        {b.prefix: {"gateway": b.gateway, "secret": b.secret} for b in bindings},
         separators=(",", ":"),
+        sort_keys=True,
     )
 
 
-def gateway_views(labels: Mapping[str, str]) -> tuple[GatewayView, ...]:
+def bindings_of(labels: Mapping[str, str]) -> tuple[Binding, ...]:
+    """The gateway bindings recorded on a box's labels, by prefix."""
     try:
         raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
     except ValueError:
         raw = {}
     return tuple(
-        GatewayView(
-            prefix,
-            str(ref.get("gateway")),
-            str(ref.get("secret")),
-            f"{PROXY_URL}{GATEWAY_ROUTE}{prefix}",
-        )
+        Binding(prefix, str(ref.get("gateway")), str(ref.get("secret")))
         for prefix, ref in sorted(raw.items())
         if isinstance(ref, dict)
     )

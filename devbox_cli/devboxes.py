@@ -1,4 +1,4 @@
-"""DevboxesAPI: devboxes on Docker (create, exec, list, show, logs, delete, repair).
+"""DevboxService: devboxes on Docker (create, exec, list, show, logs, delete, repair).
 
 One devbox NAME is three Docker objects (docs/architecture.md):
 
@@ -34,18 +34,15 @@ from devbox_cli.devbox_topology import (
     check_free,
     egress_network,
     fresh_name,
-    is_env_name,
     make_default_egress,
-    parse_env_spec,
-    parse_gateway_spec,
     remove_default_egress,
     resource_limits,
     start_box,
+    to_bindings,
     undo,
 )
 from devbox_cli.devbox_views import (
     LABEL_EGRESS,
-    LABEL_GATEWAYS,
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
@@ -53,51 +50,36 @@ from devbox_cli.devbox_views import (
     DeleteResult,
     Devbox,
     ExecResult,
-    GatewayView,
     ProxyView,
-    gateway_views,
-    gateways_label,
+    bindings_of,
     iso_time,
     labels_for,
     state_of,
 )
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
-from devbox_cli.fastexec import BOX_PREFIX, ExecOptions, check_name
-from devbox_cli.proxy_push import PROXY_PYTHON, ProxyConfigAPI, push_config
+from devbox_cli.fastexec import ExecOptions
+from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
+from devbox_cli.services.proxy_push import PROXY_PYTHON, push_config
 
 if TYPE_CHECKING:
     from devbox_cli.docker_backend import DockerBackend
-
-# Callers import the views and the CLI's parse helpers from here, wherever they are defined.
-__all__ = [
-    "DeleteResult",
-    "Devbox",
-    "DevboxesAPI",
-    "ExecResult",
-    "GatewayView",
-    "ProxyView",
-    "check_name",
-    "is_env_name",
-    "parse_env_spec",
-    "parse_gateway_spec",
-]
+    from devbox_cli.services.proxy_config import ProxyConfigs
+    from devbox_cli.services.proxy_push import ProxyPusher
 
 Progress = Callable[[str], None]
 
 
-class DevboxesAPI(ProxyConfigAPI):
-    _docker_client: DockerBackend | None = None
-
-    def _docker(self) -> DockerBackend:
-        if self._docker_client is None:
-            from devbox_cli.docker_backend import DockerBackend
-
-            self._docker_client = DockerBackend()
-        return self._docker_client
+class DevboxService:
+    def __init__(
+        self, engine: Callable[[], DockerBackend], configs: ProxyConfigs, proxies: ProxyPusher
+    ) -> None:
+        self.engine = engine
+        self.configs = configs
+        self.proxies = proxies
 
     # -- create ----------------------------------------------------------------------------
 
-    def create_devbox(
+    def create(
         self,
         name: str | None = None,
         *,
@@ -113,17 +95,17 @@ class DevboxesAPI(ProxyConfigAPI):
         Everything is validated before anything is created; on a later failure whatever was
         made is removed again."""
         say = progress or (lambda _text: None)
-        bindings = {p: tuple(ref) for p, ref in (gateways or {}).items()}
+        bindings = to_bindings(gateways or {})
         box_env = box_environment(name or "", bindings, dict(env or {}))
         host_limits = resource_limits(cpus, memory)
         image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
         proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
 
         say("checking gateways, secrets and policy")
-        tokens = {prefix: "gwt_" + secrets.token_urlsafe(32) for prefix in bindings}
-        docker = self._docker()
-        name = check_name(name) if name else fresh_name(docker)
-        config = self._proxy_config(name, bindings, tokens, policy)  # unknown names raise here
+        tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
+        docker = self.engine()
+        name = check_devbox_name(name) if name else fresh_name(docker)
+        config = self.configs.build(name, bindings, tokens, policy)  # unknown names raise here
         say("checking Docker")
         check_free(docker, name)
         for ref, what in ((image, "image"), (proxy_image, "proxy image")):
@@ -141,7 +123,7 @@ class DevboxesAPI(ProxyConfigAPI):
             say("creating the network")
             if egress == DEFAULT_EGRESS and docker.network(egress) is None:
                 make_default_egress(docker)
-            net = f"{BOX_PREFIX}{name}-net"
+            net = box_network(name)
             made.append(
                 (
                     "network",
@@ -160,7 +142,7 @@ class DevboxesAPI(ProxyConfigAPI):
             say("starting the proxy")
             proxy_id = docker.create_container(
                 proxy_image,
-                name=f"{BOX_PREFIX}{name}-proxy",
+                name=proxy_container(name),
                 network=net,
                 aliases=[PROXY_HOST],
                 labels=labels_for(name, "proxy", **{LABEL_EGRESS: egress}),
@@ -190,7 +172,7 @@ class DevboxesAPI(ProxyConfigAPI):
             status="running",
             image=image,
             policy=policy,
-            gateways=gateway_views({LABEL_GATEWAYS: gateways_label(bindings)}),
+            gateways=bindings,
             proxy=ProxyView(proxy_id[:12], "running", "ok"),
             created_at=iso_time(info.get("Created") if info else None),
             egress_network=egress,
@@ -198,8 +180,8 @@ class DevboxesAPI(ProxyConfigAPI):
 
     # -- read ------------------------------------------------------------------------------
 
-    def list_devboxes(self) -> list[Devbox]:
-        docker = self._docker()
+    def list(self) -> list[Devbox]:
+        docker = self.engine()
         by_name: dict[str, dict[str, Any]] = {}
         for c in docker.containers(LABEL_NAME):
             labels = c.get("Labels") or {}
@@ -217,7 +199,7 @@ class DevboxesAPI(ProxyConfigAPI):
                     status=state_of(box),
                     image=box.get("Image") if box else None,
                     policy=labels.get(LABEL_POLICY) or None,
-                    gateways=gateway_views(labels),
+                    gateways=bindings_of(labels),
                     proxy=ProxyView(proxy["Id"][:12] if proxy else None, state_of(proxy)),
                     created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
@@ -225,13 +207,13 @@ class DevboxesAPI(ProxyConfigAPI):
             )
         return out
 
-    def get_devbox(self, name: str, *, health: bool = True) -> Devbox:
+    def get(self, name: str, *, health: bool = True) -> Devbox:
         """One devbox, with its proxy's health (configured or not) unless health=False."""
-        check_name(name)
-        docker = self._docker()
-        box = docker.container(f"{BOX_PREFIX}{name}")
-        proxy = docker.container(f"{BOX_PREFIX}{name}-proxy")
-        if box is None and proxy is None and docker.network(f"{BOX_PREFIX}{name}-net") is None:
+        check_devbox_name(name)
+        docker = self.engine()
+        box = docker.container(box_container(name))
+        proxy = docker.container(proxy_container(name))
+        if box is None and proxy is None and docker.network(box_network(name)) is None:
             raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
         labels = ((box or {}).get("Config") or {}).get("Labels") or {}
         state = state_of(proxy)
@@ -247,19 +229,25 @@ class DevboxesAPI(ProxyConfigAPI):
             status=state_of(box),
             image=(box.get("Config") or {}).get("Image") if box else None,
             policy=labels.get(LABEL_POLICY) or None,
-            gateways=gateway_views(labels),
+            gateways=bindings_of(labels),
             proxy=ProxyView(proxy["Id"][:12] if proxy else None, state, checked),
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
         )
 
-    def devbox_logs(
+    def repair(self, name: str) -> Devbox:
+        """Start whatever of the devbox is stopped and push its proxy config again (after the
+        proxy container restarted its tmpfs is empty, so it refuses all traffic until then)."""
+        self.proxies.repair(name)
+        return self.get(name)
+
+    def logs(
         self, name: str, *, egress: bool = False, follow: bool = False, tail: int | str = "all"
     ) -> Iterator[bytes]:
         """The box's output, or with egress=True the proxy's audit log (JSON lines)."""
-        check_name(name)
-        docker = self._docker()
-        container = f"{BOX_PREFIX}{name}-proxy" if egress else f"{BOX_PREFIX}{name}"
+        check_devbox_name(name)
+        docker = self.engine()
+        container = proxy_container(name) if egress else box_container(name)
         if docker.container(container) is None:
             raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
         # The audit log is the proxy's stdout; its stderr holds diagnostics.
@@ -292,13 +280,11 @@ class DevboxesAPI(ProxyConfigAPI):
 
     # -- delete ----------------------------------------------------------------------------
 
-    def delete_devboxes(
-        self, names: Iterable[str] = (), *, all: bool = False
-    ) -> list[DeleteResult]:
+    def delete(self, names: Iterable[str] = (), *, all: bool = False) -> list[DeleteResult]:
         """Remove each devbox's containers and network. Deleting a missing one is not an
         error: its result says removed=False."""
-        docker = self._docker()
-        wanted = [check_name(n) for n in names]
+        docker = self.engine()
+        wanted = [check_devbox_name(n) for n in names]
         if all:
             found = {c["Labels"][LABEL_NAME] for c in docker.containers(LABEL_NAME)}
             found |= {n["Labels"][LABEL_NAME] for n in docker.networks(LABEL_NAME)}

@@ -21,11 +21,9 @@ from devbox_cli.errors import (
     NotFoundError,
     UsageError,
 )
+from devbox_cli.names import box_container, check_devbox_name
 
 API = "/v1.41"
-BOX_PREFIX = "devbox-"
-_ALNUM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
-_NAME_CHARS = _ALNUM | frozenset("_.-")
 
 USAGE = """\
 Usage: devbox exec [OPTIONS] NAME [--] CMD [ARG...]
@@ -44,21 +42,6 @@ Options:
 Exit status: the command's own; 126/127 when it cannot be run or found; 3 when there is
 no devbox NAME; 6 when Docker is not reachable.
 """
-
-
-def container_name(name: str) -> str:
-    return BOX_PREFIX + name
-
-
-def check_name(name: str) -> str:
-    # [A-Za-z0-9][A-Za-z0-9_.-]{0,62}, checked by hand: compiling a regex costs start-up time.
-    # It also keeps the name safe to put in an API path.
-    if not (0 < len(name) <= 63 and name[0] in _ALNUM and _NAME_CHARS.issuperset(name)):
-        raise UsageError(
-            f"invalid devbox name {name!r}",
-            "use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit",
-        )
-    return name
 
 
 class ExecOptions:
@@ -209,7 +192,7 @@ def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
     if opts.user:
         body["User"] = opts.user
     status, data = _request(
-        "POST", f"/containers/{container_name(check_name(opts.name))}/exec", body
+        "POST", f"/containers/{box_container(check_devbox_name(opts.name))}/exec", body
     )
     if status == 201 and isinstance(data, dict):
         return str(data["Id"])
@@ -283,7 +266,7 @@ def _pump_stdin(sock: socket.socket, source: int | bytes) -> None:
 
 def run(opts: ExecOptions, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
     """Run to completion and capture: (exit code, stdout, stderr). For Python callers."""
-    check_name(opts.name)
+    check_devbox_name(opts.name)
     exec_id = create_exec(opts, attach_stdin=stdin is not None)
     sock, rest = start_exec(exec_id, opts.tty)
     out, err = bytearray(), bytearray()
@@ -419,7 +402,7 @@ def parse_args(args: list[str]) -> ExecOptions | None:
         raise UsageError("devbox exec: missing NAME", "usage: devbox exec NAME -- CMD [ARG...]")
     if not opts.cmd:
         raise UsageError("devbox exec: missing CMD", "usage: devbox exec NAME -- CMD [ARG...]")
-    check_name(opts.name)
+    check_devbox_name(opts.name)
     return opts
 
 

@@ -70,11 +70,6 @@ def print_error(err: DevboxError) -> None:
         console.print(f"[dim]hint:[/dim] {_escape(err.hint)}")
 
 
-def print_plain_error(message: str) -> None:
-    """An error line without rich, for fast paths."""
-    sys.stderr.write(f"error: {message}\n")
-
-
 @contextmanager
 def progress(message: str) -> Iterator[Any]:
     """A spinner on a terminal; silent elsewhere. Yields an `update(text)` callable."""

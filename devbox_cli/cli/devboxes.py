@@ -16,7 +16,7 @@ import typer
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 if TYPE_CHECKING:
-    from devbox_cli.devboxes import Devbox
+    from devbox_cli.devbox_views import Devbox
 
 NameArg = Annotated[str, typer.Argument(help="Devbox name.", show_default=False)]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
@@ -71,16 +71,9 @@ def create(
             --network-policy anthropic-only
     """
     from devbox_cli import render
-    from devbox_cli.devboxes import parse_env_spec, parse_gateway_spec
+    from devbox_cli.devbox_topology import parse_env_spec, parse_gateway_specs
 
-    bindings: dict[str, tuple[str, str]] = {}
-    for spec in gateway or []:
-        prefix, gw, secret = parse_gateway_spec(spec)
-        if prefix in bindings:
-            from devbox_cli.errors import UsageError
-
-            raise UsageError(f"gateway prefix {prefix} is given twice")
-        bindings[prefix] = (gw, secret)
+    bindings = parse_gateway_specs(gateway or [])
     env_vars = dict(parse_env_spec(e) for e in env or [])
     client = make_client()
     with render.progress("creating devbox") as update:

@@ -10,7 +10,7 @@ import typer
 from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
 
 if TYPE_CHECKING:
-    from devbox_cli.gateways import Gateway
+    from devbox_cli.services.gateways import Gateway
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -194,7 +194,7 @@ def delete(
 
 def _show_text(gateway: Gateway) -> None:
     from devbox_cli import render
-    from devbox_cli.gateways import ca_summary
+    from devbox_cli.services.gateway_rules import ca_summary
 
     headers = [
         f"{h.name}: <secret {h.secret}>" if h.secret else f"{h.name}: {h.value}"

@@ -10,7 +10,7 @@ import typer
 from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
 
 if TYPE_CHECKING:
-    from devbox_cli.policies import NetworkPolicy
+    from devbox_cli.services.policies import NetworkPolicy
 
 app = typer.Typer(no_args_is_help=True)
 

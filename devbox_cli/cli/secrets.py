@@ -38,12 +38,14 @@ def create(
 
         printf %s "$KEY" | devbox secret create ANTHROPIC_API_KEY
     """
-    from devbox_cli.secrets import already_exists
+    from devbox_cli.services.kinds import ResourceKind
 
     _refuse_argv_value(ctx.args)
     client = make_client()
     if any(s.name == name for s in client.list_secrets()):
-        raise already_exists(name)  # before asking for a value that would be thrown away
+        raise ResourceKind.SECRET.already_exists(
+            name
+        )  # before asking for a value that would be thrown away
     info = client.create_secret(name, _read_value(from_env))
     _done(info, f"created secret {name}", output)
 

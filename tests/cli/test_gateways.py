@@ -9,8 +9,9 @@ import pytest
 import trustme
 
 from devbox_cli import Client
+from devbox_cli.devbox_views import Binding
 from devbox_cli.errors import ConflictError, NotFoundError, UsageError
-from devbox_cli.gateways import Gateway, GatewayHeader
+from devbox_cli.services.gateways import Gateway, GatewayHeader
 from proxy.config import Auth, GatewayBinding, ProxyConfig
 from tests.cli.support import run
 
@@ -351,7 +352,12 @@ def test_update_validates_the_result():
 
 
 class InUse(Client):
-    def _devboxes_using(self, kind: str, name: str) -> list[str]:
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxies.devboxes_using = self.devboxes_using
+
+    @staticmethod
+    def devboxes_using(kind: str, name: str) -> list[str]:
         return ["agent"] if kind == "gateway" and name == "g" else []
 
 
@@ -387,7 +393,7 @@ def test_binding_opens_the_credential_and_secret_headers(ca_pem):
         "g", "https://e.com/v1", auth="header:x-api-key",
         headers=["x-org=secret:ORG", "x-fixed=1"], ca_cert=ca_pem,
     )  # fmt: skip
-    binding = client._binding("ANTHROPIC_API_KEY", "g", "KEY", "gwt_token123")
+    binding = client.configs.binding(Binding("ANTHROPIC_API_KEY", "g", "KEY"), "gwt_token123")
     assert isinstance(binding, GatewayBinding)
     assert binding.prefix == "ANTHROPIC_API_KEY"
     assert binding.token == "gwt_token123"
@@ -411,11 +417,11 @@ def test_binding_errors():
     client.create_gateway("g", "https://e.com")
     client.create_gateway("b", "https://e.com", auth="basic")
     with pytest.raises(NotFoundError, match="no gateway nope"):
-        client._binding("P", "nope", "KEY", "t")
+        client.configs.binding(Binding("P", "nope", "KEY"), "t")
     with pytest.raises(NotFoundError, match="no secret NOPE"):
-        client._binding("P", "g", "NOPE", "t")
+        client.configs.binding(Binding("P", "g", "NOPE"), "t")
     with pytest.raises(UsageError, match="user:password") as err:
-        client._binding("P", "b", "KEY", "t")
+        client.configs.binding(Binding("P", "b", "KEY"), "t")
     assert "no-colon" not in str(err.value)
 
 

@@ -282,15 +282,17 @@ def test_python_api_pushes_updates_and_refuses_deleting_a_used_policy(monkeypatc
     client = Client()
     pushed: list[str] = []
     in_use = {"anthropic-only": ["agent"]}
-    monkeypatch.setattr(client, "_refresh", lambda kind, name: pushed.append(name) or ["agent"])
-    monkeypatch.setattr(client, "_devboxes_using", lambda kind, name: in_use.get(name, []))
+    monkeypatch.setattr(
+        client.proxies, "refresh", lambda kind, name: pushed.append(name) or ["agent"]
+    )
+    monkeypatch.setattr(client.proxies, "devboxes_using", lambda kind, name: in_use.get(name, []))
 
     client.create_policy("anthropic-only", allow="*.anthropic.com")
     updated = client.update_policy("anthropic-only", add_allow=["anthropic.com"])
     assert pushed == ["anthropic-only"] and updated.applied_to == ("agent",)
     assert client.get_policy("anthropic-only").allow == ("*.anthropic.com", "anthropic.com")
 
-    spec = client._policy_spec("anthropic-only")
+    spec = client.configs.policy_spec("anthropic-only")
     assert spec == PolicySpec("anthropic-only", allow=("*.anthropic.com", "anthropic.com"))
     assert Policy.compile(spec).decide("anthropic.com", 443).allowed
 
@@ -307,7 +309,7 @@ def test_python_api_pushes_updates_and_refuses_deleting_a_used_policy(monkeypatc
         raise DockerUnavailableError("cannot reach Docker", "start it")
 
     client.create_policy("p", allow=["a.com"])
-    monkeypatch.setattr(client, "_refresh", broken)
+    monkeypatch.setattr(client.proxies, "refresh", broken)
     with pytest.raises(DockerUnavailableError) as info:
         client.update_policy("p", allow=[])
     assert "was saved" in info.value.message

@@ -14,7 +14,7 @@ import pytest
 
 from devbox_cli import Client
 from devbox_cli.errors import ConflictError, NotFoundError, StoreError, UsageError
-from devbox_cli.secrets import SecretInfo
+from devbox_cli.services.secrets import SecretInfo
 from tests.cli.support import run
 
 VALUE = "sk-test-PLAINTEXT-4f1c9e77d2"  # recognizable, so a leak is easy to spot
@@ -26,10 +26,11 @@ def files_containing(home: Path, needle: str) -> list[Path]:
 
 
 class InUse(Client):
-    """A Client whose devboxes all use everything: stands in for DevboxesAPI's Docker lookup."""
+    """A Client whose devboxes all use everything: stands in for ProxyPusher's Docker lookup."""
 
-    def _devboxes_using(self, kind: str, name: str) -> list[str]:
-        return ["box-b", "box-a"]
+    def __init__(self) -> None:
+        super().__init__()
+        self.proxies.devboxes_using = lambda kind, name: ["box-b", "box-a"]
 
 
 # -- API -----------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def test_create_list_get_update_delete():
     assert client.get_secret("ANTHROPIC_API_KEY") == info
     updated = client.update_secret("ANTHROPIC_API_KEY", "new-value")
     assert updated.created_at == info.created_at
-    assert client._secret_value("ANTHROPIC_API_KEY") == "new-value"
+    assert client.configs.secret_value("ANTHROPIC_API_KEY") == "new-value"
     client.delete_secret("ANTHROPIC_API_KEY")
     assert [s.name for s in client.list_secrets()] == ["_other"]
 
@@ -125,7 +126,7 @@ def test_name_taken_and_unknown_name():
         lambda: client.get_secret("NOPE"),
         lambda: client.update_secret("NOPE", "v"),
         lambda: client.delete_secret("NOPE"),
-        lambda: client._secret_value("NOPE"),
+        lambda: client.configs.secret_value("NOPE"),
     ):
         with pytest.raises(NotFoundError, match="no secret NOPE") as err:
             call()
@@ -156,12 +157,12 @@ def test_delete_refused_while_a_gateway_header_uses_it():
 def test_secret_value_needs_the_passphrase(monkeypatch):
     Client(passphrase="pw").create_secret("K", VALUE)
     with pytest.raises(StoreError, match="protected by a passphrase") as err:
-        Client()._secret_value("K")
+        Client().configs.secret_value("K")
     assert VALUE not in str(err.value)
     with pytest.raises(StoreError, match="wrong passphrase"):
-        Client(passphrase="nope")._secret_value("K")
+        Client(passphrase="nope").configs.secret_value("K")
     monkeypatch.setenv("DEVBOX_PASSPHRASE", "pw")
-    assert Client()._secret_value("K") == VALUE
+    assert Client().configs.secret_value("K") == VALUE
 
 
 # -- CLI: where the value comes from -------------------------------------------------------
@@ -169,11 +170,11 @@ def test_secret_value_needs_the_passphrase(monkeypatch):
 
 def test_cli_value_from_stdin_strips_exactly_one_newline():
     assert run("secret", "create", "K", stdin=VALUE + "\n").returncode == 0
-    assert Client()._secret_value("K") == VALUE
+    assert Client().configs.secret_value("K") == VALUE
     assert run("secret", "update", "K", stdin="no-newline").returncode == 0
-    assert Client()._secret_value("K") == "no-newline"
+    assert Client().configs.secret_value("K") == "no-newline"
     assert run("secret", "update", "K", stdin="crlf\r\n").returncode == 0
-    assert Client()._secret_value("K") == "crlf"
+    assert Client().configs.secret_value("K") == "crlf"
     proc = run("secret", "update", "K", stdin="two\n\n")
     assert proc.returncode == 2
     assert "newlines" in proc.stderr
@@ -182,7 +183,7 @@ def test_cli_value_from_stdin_strips_exactly_one_newline():
 def test_cli_value_from_env():
     proc = run("secret", "create", "K", "--from-env", "MY_KEY", env={"MY_KEY": VALUE})
     assert proc.returncode == 0, proc.stderr
-    assert Client()._secret_value("K") == VALUE
+    assert Client().configs.secret_value("K") == VALUE
     assert VALUE not in proc.stdout + proc.stderr
 
 
@@ -208,7 +209,7 @@ def test_cli_refuses_a_value_on_the_command_line(command, argv):
     assert VALUE not in proc.stdout + proc.stderr
     assert files_containing(Client().store.home, VALUE) == []
     if command == "update":
-        assert Client()._secret_value("K") == "old"
+        assert Client().configs.secret_value("K") == "old"
     else:
         assert Client().list_secrets() == []
 
@@ -226,7 +227,7 @@ def test_cli_hidden_prompt_on_a_terminal():
     assert "value:" in out
     assert "value (again):" in out
     assert VALUE not in out  # getpass turned echo off
-    assert Client()._secret_value("TTY_KEY") == VALUE
+    assert Client().configs.secret_value("TTY_KEY") == VALUE
     out, code = _run_on_pty(["secret", "create", "OTHER"], ["one", "two"])
     assert code == 2
     assert "do not match" in out
@@ -350,7 +351,7 @@ def test_cli_passphrase_set_and_remove():
     assert run("secret", "passphrase", stdin="pw-1\n").returncode == 0
     assert Client().store.key_protected()
     with pytest.raises(StoreError, match="protected"):
-        Client()._secret_value("K")
+        Client().configs.secret_value("K")
     assert run("secret", "create", "L", stdin="adding needs no passphrase").returncode == 0
     wrong = run("secret", "passphrase", "--remove", env={"DEVBOX_PASSPHRASE": "pw-2"})
     assert wrong.returncode == 5
@@ -359,7 +360,7 @@ def test_cli_passphrase_set_and_remove():
     ok = run("secret", "passphrase", "--remove", env={"DEVBOX_PASSPHRASE": "pw-1"})
     assert ok.returncode == 0, ok.stderr
     assert not Client().store.key_protected()
-    assert Client()._secret_value("K") == VALUE
+    assert Client().configs.secret_value("K") == VALUE
 
 
 def test_cli_help_is_the_docstring():
@@ -380,7 +381,7 @@ def test_cli_asks_for_the_store_passphrase_on_a_terminal():
     out, code = _run_on_pty(["secret", "passphrase", "--remove"], ["tty-pass"])
     assert code == 0, out
     assert "tty-pass" not in out
-    assert Client()._secret_value("K") == VALUE
+    assert Client().configs.secret_value("K") == VALUE
 
 
 def test_debug_traceback_does_not_carry_the_value():

@@ -32,8 +32,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from devbox_cli import sealing
 from devbox_cli.errors import StoreError
+from devbox_cli.store import sealing
 
 KINDS = ("secrets", "gateways", "policies")
 FILE_FORMAT = 1

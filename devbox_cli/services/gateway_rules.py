@@ -1,5 +1,5 @@
-"""Gateway validation and parsing: names, endpoints, auth specs, custom headers, CA bundles
-and presets. Pure apart from reading a CA file; everything raises UsageError at
+"""Gateway validation and parsing: endpoints, auth specs, custom headers, CA bundles and
+presets. Pure apart from reading a CA file; everything raises UsageError at
 create/update time so the proxy never meets a malformed gateway.
 """
 
@@ -15,19 +15,18 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from devbox_cli.errors import UsageError
-from devbox_cli.secrets import validate_secret_name
+from devbox_cli.names import check_secret_name
+from devbox_cli.services.fields import CONTROL
 from proxy.config import MAX_CUSTOM_HEADERS, Auth
 
 PRESETS: dict[str, dict[str, str]] = {
     "anthropic": {"endpoint": "https://api.anthropic.com", "auth": "header:x-api-key"},
     "openai": {"endpoint": "https://api.openai.com", "auth": "bearer"},
 }
-GATEWAY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 HTTP_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+\Z")  # RFC 9110 token
 QUERY_PARAM = re.compile(r"[A-Za-z0-9._~-]+\Z")
 HOST_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 URL_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/]|%[0-9A-Fa-f]{2})*\Z")
-CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 PEM_CERT = re.compile(r"-----BEGIN CERTIFICATE-----\s.*?-----END CERTIFICATE-----", re.DOTALL)
 # Headers the proxy owns: hop-by-hop and framing headers, and the proxy's own auth.
 RESERVED_HEADERS = frozenset(
@@ -45,7 +44,6 @@ RESERVED_HEADERS = frozenset(
         "upgrade",
     }
 )
-MAX_DESCRIPTION = 200
 MAX_CA_BYTES = 1024 * 1024
 
 
@@ -61,16 +59,6 @@ class GatewayHeader:
         if self.secret is not None:
             return {"name": self.name, "secret": self.secret}
         return {"name": self.name, "value": self.value or ""}
-
-
-def validate_gateway_name(name: str) -> str:
-    if not isinstance(name, str) or not GATEWAY_NAME.match(name):
-        raise UsageError(
-            f"invalid gateway name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit, at most 63 characters",
-            "for example: anthropic",
-        )
-    return name
 
 
 def normalize_endpoint(url: str) -> str:
@@ -175,7 +163,7 @@ def parse_header(spec: str | GatewayHeader) -> GatewayHeader:
     if name.lower() in RESERVED_HEADERS:
         raise UsageError(f"invalid --header: the proxy manages the {name} header")
     if value.startswith("secret:"):
-        return GatewayHeader(name=name, secret=validate_secret_name(value[len("secret:") :]))
+        return GatewayHeader(name=name, secret=check_secret_name(value[len("secret:") :]))
     if not value:
         raise UsageError(f"invalid --header: {name} has an empty value", forms)
     if CONTROL.search(value):
@@ -232,14 +220,6 @@ def ca_summary(pem: str) -> dict[str, Any]:
         digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(block)).hexdigest().upper()
         prints.append(":".join(digest[i : i + 2] for i in range(0, len(digest), 2)))
     return {"certificates": len(prints), "sha256": prints}
-
-
-def validate_description(text: str | None) -> str | None:
-    if text is None or text == "":
-        return None
-    if not isinstance(text, str) or CONTROL.search(text) or len(text) > MAX_DESCRIPTION:
-        raise UsageError(f"invalid --description: one line of at most {MAX_DESCRIPTION} characters")
-    return text
 
 
 def check_headers(headers: tuple[GatewayHeader, ...], auth: Auth) -> None:

@@ -5,7 +5,7 @@ needs only the public key and opening one needs the private key. The private key
 kept encrypted under a passphrase: a SecretBox key derived with Argon2id (nacl.pwhash),
 whose salt and limits are stored beside the ciphertext so they can change later.
 
-This module is pure: bytes and dicts in, bytes and dicts out. store.py owns the files.
+This module is pure: bytes and dicts in, bytes and dicts out. files.py owns the files.
 """
 
 from __future__ import annotations

@@ -1,20 +1,23 @@
 """Agent Gateway configs: where a credential goes and how it is sent.
 
 A gateway names an upstream endpoint and an auth mechanism; a devbox binds it to a secret
-under a prefix (`_binding`), and the proxy swaps the devbox's worthless token for the real
-credential. Every field is validated at create/update time (gateway_rules.py), so the proxy
-never meets a malformed config. Records hold the CA bundle's PEM text so the store is
-self-contained.
+under a prefix, and the proxy swaps the devbox's worthless token for the real credential
+(proxy_config.py opens it). Every field is validated at create/update time
+(gateway_rules.py), so the proxy never meets a malformed config. Records hold the CA
+bundle's PEM text so the store is self-contained.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from devbox_cli.errors import ConflictError, NotFoundError, StoreError, UsageError
-from devbox_cli.gateway_rules import (
+from devbox_cli.errors import NotFoundError, StoreError, UsageError
+from devbox_cli.names import check_gateway_name
+from devbox_cli.services.fields import validate_description
+from devbox_cli.services.gateway_rules import (
     PRESETS,
     GatewayHeader,
     ca_summary,
@@ -25,21 +28,16 @@ from devbox_cli.gateway_rules import (
     parse_auth,
     parse_header,
     preset_defaults,
-    validate_description,
-    validate_gateway_name,
 )
-from devbox_cli.secrets import not_found as secret_not_found
+from devbox_cli.services.kinds import ResourceKind
 from devbox_cli.store import utc_now
-from proxy.config import Auth, GatewayBinding, Header
+from proxy.config import Auth
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
-
+    from devbox_cli.services.kinds import ProxyUpdates
     from devbox_cli.store import Store
 
-# Callers import GatewayHeader and ca_summary from here, beside Gateway.
-__all__ = ["Gateway", "GatewayHeader", "GatewaysAPI", "ca_summary", "not_found"]
-
+GATEWAY = ResourceKind.GATEWAY
 _UNSET: Any = object()
 
 
@@ -76,25 +74,30 @@ class Gateway:
         return dict(self.to_json(), ca_cert=self.ca_cert)
 
 
-def not_found(name: str) -> NotFoundError:
-    return NotFoundError(
-        f"no gateway {name}",
-        f"create it with `devbox gateway create {name} --endpoint URL` (see `devbox gateway list`)",
-    )
+def read_gateway(store: Store, name: str) -> Gateway:
+    check_gateway_name(name)
+    record = store.read(GATEWAY.records).get(name)
+    if record is None:
+        raise GATEWAY.not_found(name)
+    return _from_record(record, store)
 
 
-# -- the API -------------------------------------------------------------------------------
+def read_gateways(store: Store) -> list[Gateway]:
+    records = store.read(GATEWAY.records)
+    return [_from_record(r, store) for _, r in sorted(records.items())]
 
 
-class GatewaysAPI:
-    if TYPE_CHECKING:
-        store: Store
+def gateways_using_secret(gateways: Iterable[Gateway], secret: str) -> list[str]:
+    """The gateways with a custom header that carries `secret`."""
+    return [g.name for g in gateways if any(h.secret == secret for h in g.headers)]
 
-        def _devboxes_using(self, kind: str, name: str) -> list[str]: ...
-        def _push_update(self, kind: str, name: str) -> tuple[str, ...]: ...
-        def _secret_value(self, name: str) -> str: ...
 
-    def create_gateway(
+class GatewayService:
+    def __init__(self, store: Store, proxies: ProxyUpdates) -> None:
+        self.store = store
+        self.proxies = proxies
+
+    def create(
         self,
         name: str,
         endpoint: str | None = None,
@@ -107,7 +110,7 @@ class GatewaysAPI:
     ) -> Gateway:
         """Create a gateway. `preset` (anthropic, openai) fills endpoint and auth; explicit
         arguments override it. `ca_cert` is a path to a PEM bundle, or PEM text."""
-        validate_gateway_name(name)
+        check_gateway_name(name)
         defaults = preset_defaults(preset)
         endpoint = endpoint or defaults.get("endpoint")
         if not endpoint:
@@ -124,19 +127,16 @@ class GatewaysAPI:
             description=validate_description(description),
         )
         check_headers(gateway.headers, gateway.auth)
-        with self.store.transaction("gateways") as records:
+        with self.store.transaction(GATEWAY.records) as records:
             if name in records:
-                raise ConflictError(
-                    f"gateway {name} already exists",
-                    f"change it with `devbox gateway update {name} ...`",
-                )
+                raise GATEWAY.already_exists(name)
             self._check_secret_refs(gateway)
             now = utc_now()
             gateway = replace(gateway, created_at=now, updated_at=now)
             records[name] = gateway._record()
         return gateway
 
-    def update_gateway(
+    def update(
         self,
         name: str,
         *,
@@ -153,7 +153,7 @@ class GatewaysAPI:
         headers by name and `set_headers` adds or replaces them by name. `ca_cert=None`
         removes the CA bundle; `description=None` clears it. The change is pushed to the
         proxies of running devboxes that use the gateway (`applied_to` names them)."""
-        validate_gateway_name(name)
+        check_gateway_name(name)
         set_headers, remove_headers = _iter(set_headers), _iter(remove_headers)
         defaults = preset_defaults(preset)
         given = [endpoint, auth, headers, ca_cert, description]
@@ -166,9 +166,9 @@ class GatewaysAPI:
         if auth is _UNSET and "auth" in defaults:
             auth = defaults["auth"]
         new_ca = _UNSET if ca_cert is _UNSET or ca_cert is None else load_ca_cert(ca_cert)
-        with self.store.transaction("gateways") as records:
+        with self.store.transaction(GATEWAY.records) as records:
             if name not in records:
-                raise not_found(name)
+                raise GATEWAY.not_found(name)
             current = _from_record(records[name], self.store)
             changes: dict[str, Any] = {}
             if endpoint is not _UNSET:
@@ -188,68 +188,30 @@ class GatewaysAPI:
             check_headers(gateway.headers, gateway.auth)
             self._check_secret_refs(gateway)
             records[name] = gateway._record()
-        return replace(gateway, applied_to=self._push_update("gateway", name))
+        return replace(gateway, applied_to=self.proxies.push_update(GATEWAY, name))
 
-    def get_gateway(self, name: str) -> Gateway:
-        validate_gateway_name(name)
-        record = self.store.read("gateways").get(name)
-        if record is None:
-            raise not_found(name)
-        return _from_record(record, self.store)
+    def get(self, name: str) -> Gateway:
+        return read_gateway(self.store, name)
 
-    def list_gateways(self) -> list[Gateway]:
-        records = self.store.read("gateways")
-        return [_from_record(r, self.store) for _, r in sorted(records.items())]
+    def list(self) -> list[Gateway]:
+        return read_gateways(self.store)
 
-    def delete_gateway(self, name: str, *, force: bool = False) -> None:
+    def delete(self, name: str, *, force: bool = False) -> None:
         """Delete a gateway. Refused while a devbox uses it, unless force."""
-        validate_gateway_name(name)
-        devboxes = [] if force else self._devboxes_using("gateway", name)
-        with self.store.transaction("gateways") as records:
+        check_gateway_name(name)
+        devboxes = [] if force else self.proxies.devboxes_using(GATEWAY, name)
+        with self.store.transaction(GATEWAY.records) as records:
             if name not in records:
-                raise not_found(name)
+                raise GATEWAY.not_found(name)
             if devboxes:
-                raise ConflictError(
-                    f"gateway {name} is used by devbox(es) {', '.join(sorted(devboxes))}",
-                    "delete those devboxes first, or pass --force",
-                )
+                raise GATEWAY.in_use(name, devboxes)
             del records[name]
 
-    def _binding(
-        self, prefix: str, gateway_name: str, secret_name: str, token: str
-    ) -> GatewayBinding:
-        """INTERNAL: the proxy's view of gateway `gateway_name` bound to secret `secret_name`,
-        with the credential and secret-valued headers opened. Holds secrets: never print it
-        (its repr redacts them)."""
-        gateway = self.get_gateway(gateway_name)
-        credential = self._secret_value(secret_name)
-        if gateway.auth.type == "basic" and ":" not in credential:
-            raise UsageError(
-                f"gateway {gateway_name} uses basic auth, but secret {secret_name} is not "
-                "of the form user:password",
-                f"set it with `devbox secret update {secret_name}`",
-            )
-        headers = tuple(
-            Header(name=h.name, value=self._secret_value(h.secret), secret=True)
-            if h.secret
-            else Header(name=h.name, value=h.value or "")
-            for h in gateway.headers
-        )
-        return GatewayBinding(
-            prefix=prefix,
-            token=token,
-            endpoint=gateway.endpoint,
-            auth=gateway.auth,
-            credential=credential,
-            headers=headers,
-            ca_cert=gateway.ca_cert,
-        )
-
     def _check_secret_refs(self, gateway: Gateway) -> None:
-        secrets = self.store.read("secrets")
+        secrets = self.store.read(ResourceKind.SECRET.records)
         for h in gateway.headers:
             if h.secret is not None and h.secret not in secrets:
-                err = secret_not_found(h.secret)
+                err = ResourceKind.SECRET.not_found(h.secret)
                 raise NotFoundError(f"header {h.name}: {err.message}", err.hint)
 
 
@@ -276,7 +238,7 @@ def _from_record(record: dict[str, Any], store: Store) -> Gateway:
             updated_at=str(record.get("updated_at", "")),
         )
     except (KeyError, TypeError, AttributeError):
-        path = store.path("gateways")
+        path = store.path(GATEWAY.records)
         raise StoreError(
             f"{path}: gateway {record.get('name')!r} is malformed",
             f"fix it by hand, or delete and recreate it with `devbox gateway delete "

@@ -8,36 +8,25 @@ invalid one), stores the normalized form, and pushes updates to running devboxes
 from __future__ import annotations
 
 import dataclasses
-import re
-import socket
-import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from devbox_cli.errors import ConflictError, NotFoundError, UsageError
+from devbox_cli.errors import UsageError
+from devbox_cli.names import check_policy_name
+from devbox_cli.services.fields import validate_description
+from devbox_cli.services.kinds import ResourceKind
+from devbox_cli.services.policy_check import PolicyCheck, check_url
 from devbox_cli.store import utc_now
-from proxy.policy import (
-    Decision,
-    IPAddress,
-    Policy,
-    PolicyError,
-    normalize_host,
-    parse_ip_literal,
-    validate_cidr,
-    validate_host_pattern,
-)
+from proxy.policy import Policy, PolicyError, validate_cidr, validate_host_pattern
 
 if TYPE_CHECKING:
+    from devbox_cli.services.kinds import ProxyUpdates
     from devbox_cli.store import Store
     from proxy.config import PolicySpec
 
-POLICY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+POLICY = ResourceKind.POLICY
 MAX_RULES = 1000  # per list; a policy is pushed whole on every update
-MAX_DESCRIPTION = 500
-RESOLVE_TIMEOUT = 5.0
-DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "ftp": 21, "ssh": 22, "git": 9418}
 
 
 @dataclass(frozen=True)
@@ -81,43 +70,6 @@ class NetworkPolicy:
         return not (self.allow or self.allow_cidr or self.allow_all)
 
 
-@dataclass(frozen=True)
-class PolicyCheck(Decision):
-    """A Decision plus what it was made on: the host and port taken from the URL, and the
-    addresses the name resolved to (`resolved` False: decided on the name alone)."""
-
-    host: str = ""
-    port: int = 0
-    addresses: tuple[str, ...] = ()
-    resolved: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **super().to_json(),
-            "host": self.host,
-            "port": self.port,
-            "addresses": list(self.addresses),
-            "resolved": self.resolved,
-        }
-
-
-def validate_policy_name(name: str) -> str:
-    if not isinstance(name, str) or not POLICY_NAME.match(name):
-        raise UsageError(
-            f"invalid policy name {name!r}: use letters, digits, '_', '.' and '-', starting "
-            "with a letter or digit, at most 63 characters",
-            "for example: anthropic-only",
-        )
-    return name
-
-
-def not_found(name: str) -> NotFoundError:
-    return NotFoundError(
-        f"no policy {name}",
-        f"create it with `devbox policy create {name} --allow HOST` (see `devbox policy list`)",
-    )
-
-
 def _items(value: Iterable[str] | str | None) -> list[str]:
     if value is None:
         return []
@@ -151,17 +103,6 @@ def _cidrs(values: Iterable[str]) -> tuple[str, ...]:
     return _normalized("--allow-cidr", values, validate_cidr)
 
 
-def _description(text: str | None) -> str | None:
-    if text is None or text == "":
-        return None
-    if len(text) > MAX_DESCRIPTION or any(ord(c) < 32 for c in text):
-        raise UsageError(
-            f"invalid description: at most {MAX_DESCRIPTION} characters on one line, "
-            "no control characters"
-        )
-    return text
-
-
 def _from_record(record: dict[str, Any]) -> NetworkPolicy:
     def strings(key: str) -> tuple[str, ...]:
         value = record.get(key) or []
@@ -179,10 +120,20 @@ def _from_record(record: dict[str, Any]) -> NetworkPolicy:
     )
 
 
-def _compiled(policy: NetworkPolicy) -> Policy:
+def read_policy(store: Store, name: str) -> NetworkPolicy:
+    check_policy_name(name)
+    record = store.read(POLICY.records).get(name)
+    if record is None:
+        raise POLICY.not_found(name)
+    return _from_record(record)
+
+
+def compile_policy(policy: NetworkPolicy) -> Policy:
+    """The policy as the proxy enforces it; a stored policy always compiles, unless the
+    store file was edited by hand."""
     try:
         return Policy.compile(policy.spec())
-    except PolicyError as exc:  # only reachable for a hand-edited store file
+    except PolicyError as exc:
         raise UsageError(
             f"policy {policy.name} is invalid: {exc}",
             f"fix it with `devbox policy update {policy.name} ...`",
@@ -220,69 +171,12 @@ def _edit(
     return tuple(items)
 
 
-def parse_target(url: str) -> tuple[str, int]:
-    """(host, port) from a URL or host[:port]. The port defaults from the scheme; with no
-    scheme and no port, 443 (what an HTTPS client's CONNECT would ask for)."""
-    text = url.strip() if isinstance(url, str) else ""
-    if not text:
-        raise UsageError("the URL is empty", "for example: https://api.anthropic.com/v1/messages")
-    if "://" not in text:
-        text = "//" + text
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError as exc:
-        raise UsageError(f"cannot parse {url!r} as a URL or HOST[:PORT]: {exc}") from None
-    host = parts.hostname
-    if not host:
-        raise UsageError(f"{url!r} has no host", "for example: https://api.anthropic.com")
-    scheme = parts.scheme.lower()
-    if port is None:
-        if scheme and scheme not in DEFAULT_PORTS:
-            raise UsageError(
-                f"no default port for scheme {scheme!r}", f"give one: {scheme}://{host}:PORT"
-            )
-        port = DEFAULT_PORTS.get(scheme, 443)
-    if not 1 <= port <= 65535:
-        raise UsageError(f"port {port} in {url!r} is out of range 1-65535")
-    return host, port
+class PolicyService:
+    def __init__(self, store: Store, proxies: ProxyUpdates) -> None:
+        self.store = store
+        self.proxies = proxies
 
-
-def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[IPAddress] | None:
-    """Every address `host` resolves to, or None when it does not resolve (in time)."""
-    result: list[Any] = []
-
-    def lookup() -> None:
-        try:
-            result.append(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
-        except (OSError, UnicodeError):
-            result.append(None)
-
-    # getaddrinfo has no timeout of its own; a daemon thread keeps a dead resolver from
-    # hanging `devbox policy check`.
-    thread = threading.Thread(target=lookup, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    infos = result[0] if result else None
-    if not infos:
-        return None
-    out: list[IPAddress] = []
-    for *_, sockaddr in infos:
-        ip = parse_ip_literal(str(sockaddr[0]))
-        if ip is not None and ip not in out:
-            out.append(ip)
-    return out or None
-
-
-class PoliciesAPI:
-    if TYPE_CHECKING:
-        store: Store
-
-        def _devboxes_using(self, kind: str, name: str) -> list[str]: ...
-
-        def _push_update(self, kind: str, name: str) -> tuple[str, ...]: ...
-
-    def create_policy(
+    def create(
         self,
         name: str,
         *,
@@ -294,27 +188,24 @@ class PoliciesAPI:
     ) -> NetworkPolicy:
         """Create a policy. Rules are validated and stored normalized; with no allow rule,
         no allow-cidr and no allow_all it denies everything but gateway routes."""
-        validate_policy_name(name)
+        check_policy_name(name)
         policy = NetworkPolicy(
             name=name,
             allow=_hosts("--allow", _items(allow)),
             deny=_hosts("--deny", _items(deny)),
             allow_cidr=_cidrs(_items(allow_cidr)),
             allow_all=bool(allow_all),
-            description=_description(description),
+            description=validate_description(description),
         )
-        _compiled(policy)
-        with self.store.transaction("policies") as records:
+        compile_policy(policy)
+        with self.store.transaction(POLICY.records) as records:
             if name in records:
-                raise ConflictError(
-                    f"policy {name} already exists",
-                    f"change it with `devbox policy update {name} ...`",
-                )
+                raise POLICY.already_exists(name)
             now = utc_now()
             records[name] = _record(policy, created_at=now, updated_at=now)
             return _from_record(records[name])
 
-    def update_policy(
+    def update(
         self,
         name: str,
         *,
@@ -333,7 +224,7 @@ class PoliciesAPI:
         """Change a policy and push it to every running devbox that uses it. A list given
         replaces the stored one (an empty list clears it); add_*/remove_* edit it in place.
         `applied_to` of the result names the devboxes that took the change live."""
-        validate_policy_name(name)
+        check_policy_name(name)
         edits = {
             "allow": (allow, add_allow, remove_allow),
             "deny": (deny, add_deny, remove_deny),
@@ -343,10 +234,10 @@ class PoliciesAPI:
             _check(key, replace)
             _check(key, add)
             _check(key, remove)
-        new_description = None if description is None else _description(description)
-        with self.store.transaction("policies") as records:
+        new_description = None if description is None else validate_description(description)
+        with self.store.transaction(POLICY.records) as records:
             if name not in records:
-                raise not_found(name)
+                raise POLICY.not_found(name)
             current = _from_record(records[name])
             updated = NetworkPolicy(
                 name=name,
@@ -356,68 +247,33 @@ class PoliciesAPI:
                 allow_all=current.allow_all if allow_all is None else bool(allow_all),
                 description=current.description if description is None else new_description,
             )
-            _compiled(updated)
+            compile_policy(updated)
             records[name] = _record(updated, created_at=current.created_at, updated_at=utc_now())
             saved = _from_record(records[name])
-        return dataclasses.replace(saved, applied_to=self._push_update("policy", name))
+        return dataclasses.replace(saved, applied_to=self.proxies.push_update(POLICY, name))
 
-    def get_policy(self, name: str) -> NetworkPolicy:
-        validate_policy_name(name)
-        record = self.store.read("policies").get(name)
-        if record is None:
-            raise not_found(name)
-        return _from_record(record)
+    def get(self, name: str) -> NetworkPolicy:
+        return read_policy(self.store, name)
 
-    def list_policies(self) -> list[NetworkPolicy]:
-        return [_from_record(r) for _, r in sorted(self.store.read("policies").items())]
+    def list(self) -> list[NetworkPolicy]:
+        return [_from_record(r) for _, r in sorted(self.store.read(POLICY.records).items())]
 
-    def delete_policy(self, name: str, *, force: bool = False) -> None:
+    def delete(self, name: str, *, force: bool = False) -> None:
         """Delete a policy. Refused while a devbox uses it, unless force."""
-        validate_policy_name(name)
-        self.get_policy(name)
-        devboxes = [] if force else self._devboxes_using("policy", name)
+        self.get(name)
+        devboxes = [] if force else self.proxies.devboxes_using(POLICY, name)
         if devboxes:
-            raise ConflictError(
-                f"policy {name} is used by devbox(es) {', '.join(sorted(devboxes))}",
-                "delete those devboxes first, or pass --force",
-            )
-        with self.store.transaction("policies") as records:
+            raise POLICY.in_use(name, devboxes)
+        with self.store.transaction(POLICY.records) as records:
             if name not in records:
-                raise not_found(name)
+                raise POLICY.not_found(name)
             del records[name]
 
-    def check_policy(self, name: str, url: str) -> PolicyCheck:
+    def check(self, name: str, url: str) -> PolicyCheck:
         """Dry run: would the proxy let this devbox reach `url` (or HOST[:PORT])? Decides on
         the name and, where it resolves, on every address; the proxy's own addresses are
         not known here, so they are not checked."""
-        policy = _compiled(self.get_policy(name))
-        host, port = parse_target(url)
-        try:
-            shown = normalize_host(host)
-        except PolicyError:
-            shown = host
-        literal = parse_ip_literal(shown)
-        addresses = [] if literal is not None else (resolve(shown, port) or [])
-        decision = policy.decide(host, port, addresses)
-        reason = decision.reason
-        resolved = literal is not None or bool(addresses)
-        if not resolved and decision.rule != "invalid-host":
-            reason += f" (decided on the name only: {shown} does not resolve here)"
-        return PolicyCheck(
-            allowed=decision.allowed,
-            reason=reason,
-            rule=decision.rule,
-            host=shown,
-            port=port,
-            addresses=tuple(str(a) for a in ([literal] if literal else addresses)),
-            resolved=resolved,
-        )
-
-    def _policy_spec(self, name: str) -> PolicySpec:
-        """The policy as the proxy config carries it; validated, so the proxy accepts it."""
-        policy = self.get_policy(name)
-        _compiled(policy)
-        return policy.spec()
+        return check_url(compile_policy(self.get(name)), url)
 
 
 def _record(policy: NetworkPolicy, *, created_at: str, updated_at: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
-"""Each devbox's proxy config: built from the store, pushed into the running proxy, and
-pushed again when a secret, gateway or policy it uses changes (or by `devbox repair`).
+"""The one component that pushes configs to running proxies: into a new devbox's proxy,
+again when a secret, gateway or policy it uses changes (live updates), and by `devbox
+repair`; and the in-use checks before a delete. proxy_config.py builds the configs.
 
 The config holds the real credentials, so it travels only over the Docker API, on the stdin
 of `python -m proxy.admin load` inside the proxy, and lands on the proxy's tmpfs.
@@ -8,7 +9,7 @@ of `python -m proxy.admin load` inside the proxy, and lands on the proxy's tmpfs
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -16,19 +17,20 @@ from devbox_cli.devbox_views import (
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
+    bindings_of,
     env_of,
-    gateway_views,
     state_of,
 )
 from devbox_cli.errors import DevboxError, DevboxRuntimeError, DockerUnavailableError, NotFoundError
-from devbox_cli.fastexec import BOX_PREFIX, check_name
-from proxy.config import ProxyConfig
+from devbox_cli.names import box_container, check_devbox_name, proxy_container
+from devbox_cli.services.gateways import gateways_using_secret, read_gateways
+from devbox_cli.services.kinds import ResourceKind
 
 if TYPE_CHECKING:
-    from devbox_cli.devbox_views import Devbox
     from devbox_cli.docker_backend import DockerBackend
-    from devbox_cli.gateways import Gateway
-    from proxy.config import GatewayBinding, PolicySpec
+    from devbox_cli.services.proxy_config import ProxyConfigs
+    from devbox_cli.store import Store
+    from proxy.config import ProxyConfig
 
 PROXY_PYTHON = "/opt/proxy/bin/python"
 READY_TIMEOUT = 30.0
@@ -47,70 +49,32 @@ LOAD_CMD = [
 ]
 
 
-class ProxyConfigAPI:
-    """Mixed into DevboxesAPI; the secrets, gateways and policies APIs call `_push_update`
-    after a change and `_devboxes_using` before a delete."""
+class ProxyPusher:
+    """Implements kinds.ProxyUpdates for the secret, gateway and policy services."""
 
-    if TYPE_CHECKING:
+    def __init__(
+        self, engine: Callable[[], DockerBackend], store: Store, configs: ProxyConfigs
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.configs = configs
 
-        def _docker(self) -> DockerBackend: ...
-        def get_devbox(self, name: str, *, health: bool = True) -> Devbox: ...
-        def list_gateways(self) -> list[Gateway]: ...
-        def _binding(
-            self, prefix: str, gateway_name: str, secret_name: str, token: str
-        ) -> GatewayBinding: ...
-        def _policy_spec(self, name: str) -> PolicySpec: ...
-
-    def _proxy_config(
-        self,
-        name: str,
-        bindings: Mapping[str, tuple[str, ...]],
-        tokens: Mapping[str, str],
-        policy: str | None,
-    ) -> ProxyConfig:
-        gateways = tuple(
-            self._binding(prefix, ref[0], ref[1], tokens[prefix])
-            for prefix, ref in sorted(bindings.items())
-        )
-        spec = self._policy_spec(policy) if policy else None
-        return ProxyConfig(devbox=name, gateways=gateways, policy=spec)
-
-    def _config_of(
-        self, docker: DockerBackend, name: str
-    ) -> tuple[dict[str, Any], str, ProxyConfig]:
-        box = docker.container(f"{BOX_PREFIX}{name}")
-        proxy = docker.container(f"{BOX_PREFIX}{name}-proxy")
-        if box is None or proxy is None:
-            raise NotFoundError(
-                f"devbox {name} is incomplete or missing",
-                f"recreate it: `devbox delete {name}` then `devbox create`",
-            )
-        labels = (box.get("Config") or {}).get("Labels") or {}
-        env = env_of(box)
-        bindings = {g.prefix: (g.gateway, g.secret) for g in gateway_views(labels)}
-        missing = [p for p in bindings if not env.get(p)]
-        if missing:
-            raise DevboxRuntimeError(f"devbox {name} has lost its gateway token(s) {missing}")
-        config = self._proxy_config(name, bindings, env, labels.get(LABEL_POLICY) or None)
-        return proxy, labels.get(LABEL_POLICY) or "", config
-
-    def repair_devbox(self, name: str) -> Devbox:
+    def repair(self, name: str) -> None:
         """Start whatever of the devbox is stopped and push its proxy config again (after the
         proxy container restarted its tmpfs is empty, so it refuses all traffic until then)."""
-        check_name(name)
-        docker = self._docker()
-        proxy, _policy, config = self._config_of(docker, name)
-        for container in (f"{BOX_PREFIX}{name}-proxy", f"{BOX_PREFIX}{name}"):
+        check_devbox_name(name)
+        docker = self.engine()
+        proxy, config = self._config_of(docker, name)
+        for container in (proxy_container(name), box_container(name)):
             if state_of(docker.container(container)) != "running":
                 docker.start(container)
         push_config(docker, name, proxy["Id"], config)
-        return self.get_devbox(name)
 
-    def _push_update(self, kind: str, name: str) -> tuple[str, ...]:
+    def push_update(self, kind: ResourceKind, name: str) -> tuple[str, ...]:
         """After secret/gateway/policy `name` was saved, push the new proxy config to every
         running devbox that uses it (live: no restart). Returns their names."""
         try:
-            return tuple(sorted(self._refresh(kind, name)))
+            return tuple(sorted(self.refresh(kind, name)))
         except DevboxError as exc:
             raise type(exc)(
                 f"{kind} {name} was saved, but pushing it to running devboxes failed: "
@@ -118,16 +82,16 @@ class ProxyConfigAPI:
                 exc.hint,
             ) from None
 
-    def _refresh(self, kind: str, name: str) -> list[str]:
+    def refresh(self, kind: ResourceKind, name: str) -> list[str]:
         try:
-            docker = self._docker()
+            docker = self.engine()
             boxes = self._boxes(docker)
         except DockerUnavailableError:
             return []  # nothing can be running
         targets = [b for b in self._users(boxes, kind, name) if boxes[b]["state"] == "running"]
 
         def push(box: str) -> str:
-            proxy, _policy, config = self._config_of(docker, box)
+            proxy, config = self._config_of(docker, box)
             if state_of(proxy) == "running":
                 push_config(docker, box, proxy["Id"], config, timeout=5.0)
             return box
@@ -146,31 +110,49 @@ class ProxyConfigAPI:
             )
         return pushed
 
-    def _devboxes_using(self, kind: str, name: str) -> list[str]:
-        """Names of existing devboxes that use the secret/gateway/policy `name` (kind is
-        "secret", "gateway" or "policy"). Deletes are refused while this is non-empty.
-        With Docker unreachable nothing can be running, so nothing is reported."""
+    def devboxes_using(self, kind: ResourceKind, name: str) -> list[str]:
+        """Names of existing devboxes that use the secret/gateway/policy `name`. Deletes are
+        refused while this is non-empty. With Docker unreachable nothing can be running, so
+        nothing is reported."""
         try:
-            boxes = self._boxes(self._docker())
+            boxes = self._boxes(self.engine())
         except DockerUnavailableError:
             return []
         return sorted(self._users(boxes, kind, name))
 
-    def _users(self, boxes: dict[str, dict[str, Any]], kind: str, name: str) -> list[str]:
-        if kind == "policy":
+    def _config_of(self, docker: DockerBackend, name: str) -> tuple[dict[str, Any], ProxyConfig]:
+        """The proxy container of devbox `name` and its config, rebuilt from the box's labels
+        and gateway tokens and the store as it is now."""
+        box = docker.container(box_container(name))
+        proxy = docker.container(proxy_container(name))
+        if box is None or proxy is None:
+            raise NotFoundError(
+                f"devbox {name} is incomplete or missing",
+                f"recreate it: `devbox delete {name}` then `devbox create`",
+            )
+        labels = (box.get("Config") or {}).get("Labels") or {}
+        env = env_of(box)
+        bindings = bindings_of(labels)
+        tokens = {b.prefix: env.get(b.prefix, "") for b in bindings}
+        missing = [prefix for prefix, token in tokens.items() if not token]
+        if missing:
+            raise DevboxRuntimeError(f"devbox {name} has lost its gateway token(s) {missing}")
+        config = self.configs.build(name, bindings, tokens, labels.get(LABEL_POLICY) or None)
+        return proxy, config
+
+    def _users(self, boxes: dict[str, dict[str, Any]], kind: ResourceKind, name: str) -> list[str]:
+        if kind is ResourceKind.POLICY:
             return [b for b, c in boxes.items() if c["labels"].get(LABEL_POLICY) == name]
-        gateways = {name} if kind == "gateway" else set()
-        if kind == "secret" and boxes:
+        gateways = {name} if kind is ResourceKind.GATEWAY else set()
+        if kind is ResourceKind.SECRET and boxes:
             # a secret also reaches a devbox as a custom header of a gateway it uses
-            gateways = {
-                g.name for g in self.list_gateways() if any(h.secret == name for h in g.headers)
-            }
+            gateways = set(gateways_using_secret(read_gateways(self.store), name))
         return [
             b
             for b, c in boxes.items()
             if any(
-                g.gateway in gateways or (kind == "secret" and g.secret == name)
-                for g in gateway_views(c["labels"])
+                g.gateway in gateways or (kind is ResourceKind.SECRET and g.secret == name)
+                for g in bindings_of(c["labels"])
             )
         ]
 
@@ -208,7 +190,7 @@ def push_config(
         reason = _scrub(output.strip().splitlines()[-1:] or ["no output"], config)
         raise DevboxRuntimeError(
             f"the proxy of devbox {name} did not take its config: {reason}",
-            f"see `docker logs {BOX_PREFIX}{name}-proxy`",
+            f"see `docker logs {proxy_container(name)}`",
         )
 
 

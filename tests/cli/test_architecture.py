@@ -1,0 +1,186 @@
+"""The shape of devbox_cli, checked mechanically (STYLE.md habits 11, 13-15; issue 8):
+
+- no module reaches into another module's private names (`from x import _y`, `x._y`,
+  `self._y` that this module does not define: the mixin pattern);
+- the import graph of devbox_cli has no cycle (every import counts: module level, inside a
+  function, and under TYPE_CHECKING);
+- no class inherits from another devbox_cli class, except in the error trees;
+"""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[2] / "devbox_cli"
+ROOT = "devbox_cli"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, tuple[Path, ast.Module]]:
+    return {
+        module_name(path): (path, ast.parse(path.read_text(), str(path)))
+        for path in sorted(PACKAGE.rglob("*.py"))
+    }
+
+
+def is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def resolve(importer: str, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    path, _ = modules()[importer]
+    base = importer.split(".")
+    base = base if path.name == "__init__.py" else base[:-1]
+    base = base[: len(base) - node.level + 1]
+    return ".".join([*base, node.module] if node.module else base)
+
+
+def imports(name: str) -> set[str]:
+    """The devbox_cli modules `name` imports. `from pkg import mod` names the module."""
+    known = modules()
+    out: set[str] = set()
+    for node in ast.walk(modules()[name][1]):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith(ROOT)}
+        elif isinstance(node, ast.ImportFrom):
+            source = resolve(name, node)
+            if not source.startswith(ROOT):
+                continue
+            for alias in node.names:
+                sub = f"{source}.{alias.name}"
+                out.add(sub if sub in known else source)
+    return out - {name}
+
+
+def is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def walk_runtime(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """ast.walk, minus `if TYPE_CHECKING:` blocks: a stub there defines nothing."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        todo += [c for c in ast.iter_child_nodes(node) if not is_type_checking(c)]
+
+
+def defined_names(tree: ast.Module) -> set[str]:
+    """Every name this module defines: functions, classes, assignments, attributes."""
+    names: set[str] = set()
+    for node in walk_runtime(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            names.add(node.attr)
+        elif isinstance(node, ast.arg):
+            names.add(node.arg)
+        elif isinstance(node, ast.alias) and node.asname:
+            names.add(node.asname)
+    return names
+
+
+def private_reaches(name: str) -> list[str]:
+    path, tree = modules()[name]
+    own = defined_names(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and resolve(name, node).startswith(ROOT):
+            found += [
+                f"{path.name}:{node.lineno}: from {resolve(name, node)} import {a.name}"
+                for a in node.names
+                if is_private(a.name)
+            ]
+        elif isinstance(node, ast.Attribute) and is_private(node.attr) and node.attr not in own:
+            found.append(f"{path.name}:{node.lineno}: .{node.attr} is not defined here")
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_names():
+    found = [hit for name in modules() for hit in private_reaches(name)]
+    assert found == []
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def import_graph() -> dict[str, set[str]]:
+    # The package root is the lazy public face (`devbox_cli.Client`), above every module:
+    # what it imports is not a dependency of the modules that import `__version__` from it.
+    return {name: set() if name == ROOT else imports(name) for name in modules()}
+
+
+def test_the_import_graph_has_no_cycle():
+    assert find_cycle(import_graph()) is None
+
+
+def test_the_cycle_finder_finds_one():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def error_classes() -> set[str]:
+    """Classes of the error trees: DevboxError's and the sealing module's."""
+    names = {"Exception"}
+    changed = True
+    while changed:
+        changed = False
+        for _, tree in modules().values():
+            for node in ast.walk(tree):
+                if (
+                    isinstance(node, ast.ClassDef)
+                    and node.name not in names
+                    and any(isinstance(b, ast.Name) and b.id in names for b in node.bases)
+                ):
+                    names.add(node.name)
+                    changed = True
+    return names
+
+
+def test_no_class_inherits_from_another_devbox_class():
+    ours = {
+        node.name
+        for _, tree in modules().values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+    }
+    errors = error_classes()
+    stacked = [
+        f"{path.name}: {node.name}({base.id})"
+        for path, tree in modules().values()
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef) and node.name not in errors
+        for base in node.bases
+        if isinstance(base, ast.Name) and base.id in ours
+    ]
+    assert stacked == []
