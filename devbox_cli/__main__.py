@@ -14,7 +14,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["exec"]:
-        from devbox_cli.fastexec import main as exec_main
+        from devbox_cli.engine.fastexec import main as exec_main
 
         return _guard(lambda: exec_main(args[1:]))
     return _guard(lambda: _typer_main(args))

@@ -56,8 +56,8 @@ from devbox_cli.devbox_views import (
     labels_for,
     state_of,
 )
+from devbox_cli.engine.fastexec import ExecOptions
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
-from devbox_cli.fastexec import ExecOptions
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
 from devbox_cli.services.proxy_push import PROXY_PYTHON, push_config
 
@@ -266,7 +266,7 @@ class DevboxService:
         stdin: str | bytes | None = None,
     ) -> ExecResult:
         """Run `cmd` in the devbox and wait for it: its exit code, stdout and stderr."""
-        from devbox_cli import fastexec
+        from devbox_cli.engine import fastexec
 
         argv = list(cmd)
         if not argv:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import struct
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,27 +18,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from devbox_cli.errors import (
-    ConflictError,
-    DevboxRuntimeError,
-    DockerUnavailableError,
-    NotFoundError,
-)
-
-DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-
-
-def docker_host() -> str:
-    return os.environ.get("DOCKER_HOST") or DEFAULT_SOCKET
-
-
-def unavailable(detail: str = "") -> DockerUnavailableError:
-    why = f" ({detail})" if detail else ""
-    return DockerUnavailableError(
-        f"cannot reach the Docker engine at {docker_host()}{why}",
-        "start Docker (for example `sudo systemctl start docker`), or point DOCKER_HOST "
-        "at a running engine; `docker info` should succeed",
-    )
+from devbox_cli.engine.wire import docker_host, frames, poll_exit_code, unavailable
+from devbox_cli.errors import ConflictError, DevboxRuntimeError, NotFoundError
 
 
 @contextlib.contextmanager
@@ -226,36 +205,8 @@ class DockerBackend:
                 raw.settimeout(timeout)
                 raw.sendall(data)
                 raw.shutdown(socket.SHUT_WR)
-                output = _read_multiplexed(raw)
+                output = b"".join(payload for _stream, payload in frames(raw))
             finally:
                 sock.close()
-            code = self._exit_code(exec_id["Id"], timeout)
+            code = poll_exit_code(lambda: self.api.exec_inspect(exec_id["Id"]))
         return code, output.decode("utf-8", "replace")
-
-    def _exit_code(self, exec_id: str, timeout: float) -> int:
-        # The stream ends when the process exits; the engine may record the code a moment later.
-        deadline = time.monotonic() + min(timeout, 5.0)
-        while True:
-            info = self.api.exec_inspect(exec_id)
-            if not info.get("Running") and info.get("ExitCode") is not None:
-                return int(info["ExitCode"])
-            if time.monotonic() > deadline:
-                raise DevboxRuntimeError("the engine did not report the exit code of an exec")
-            time.sleep(0.01)
-
-
-def _read_multiplexed(sock: socket.socket) -> bytes:
-    """Read Docker's stdout/stderr frames (8-byte header: stream, 0, 0, 0, size) to EOF."""
-    buf = bytearray()
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    out = bytearray()
-    pos = 0
-    while pos + 8 <= len(buf):
-        _stream, size = struct.unpack(">BxxxL", bytes(buf[pos : pos + 8]))
-        out += buf[pos + 8 : pos + 8 + size]
-        pos += 8 + size
-    return bytes(out)

@@ -1,7 +1,7 @@
 """The top-level devbox commands: create, exec, shell, list, show, logs, repair, delete.
 
 Each parses, calls one DevboxesAPI method and renders. `devbox exec` itself never gets here:
-devbox_cli/__main__.py sends it to the fast path (devbox_cli/fastexec.py); the command below
+devbox_cli/__main__.py sends it to the fast path (engine/fastexec.py); the command below
 exists so that `devbox --help` lists it.
 """
 
@@ -100,14 +100,14 @@ def exec_(ctx: typer.Context) -> None:
     stdout and stderr are streamed apart; the command's exit status
     becomes devbox's. See `devbox exec --help`.
     """
-    from devbox_cli import fastexec
+    from devbox_cli.engine import fastexec
 
     raise typer.Exit(fastexec.main(list(ctx.args)))
 
 
 def shell(name: NameArg) -> None:
     """Open an interactive bash shell in a devbox."""
-    from devbox_cli import fastexec
+    from devbox_cli.engine import fastexec
 
     flags = ["-i", "-t"] if sys.stdin.isatty() else ["-i"]
     raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"]))

@@ -15,7 +15,7 @@ HEAVY = ("docker", "aiohttp", "nacl", "rich", "pydantic", "requests", "asyncio",
     ("module", "allowed"),
     [
         ("devbox_cli.cli", ()),  # every command's parsing
-        ("devbox_cli.fastexec", ()),  # `devbox exec`
+        ("devbox_cli.engine.fastexec", ()),  # `devbox exec`
         ("devbox_cli.client", ("nacl",)),  # the Python API: the store seals and opens
     ],
 )

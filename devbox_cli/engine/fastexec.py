@@ -1,29 +1,21 @@
 """`devbox exec`: run a command in a devbox, as fast as `docker exec` allows.
 
 Start-up time is most of the cost of an exec, so this module speaks the Docker Engine API
-by hand over the unix socket (three requests: create the exec, start it with a hijacked
-stream, read its exit code) and imports only the standard library: no typer, rich,
-docker-py, or even http.client (which drags in ssl). DevboxesAPI.exec uses `run` for
+by hand (wire.py) over the unix socket (three requests: create the exec, start it with a
+hijacked stream, read its exit code) and imports only the standard library: no typer, rich,
+docker-py, or even http.client (which drags in ssl). DevboxService.exec uses `run` for
 Python callers.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import struct
 import sys
 
-from devbox_cli.errors import (
-    DevboxRuntimeError,
-    DockerUnavailableError,
-    NotFoundError,
-    UsageError,
-)
+from devbox_cli.engine import wire
+from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
 from devbox_cli.names import box_container, check_devbox_name
-
-API = "/v1.41"
 
 USAGE = """\
 Usage: devbox exec [OPTIONS] NAME [--] CMD [ARG...]
@@ -69,115 +61,6 @@ class ExecOptions:
         self.tty = tty
 
 
-# -- the Engine API over a unix socket -----------------------------------------------------
-
-
-def _socket_path() -> str:
-    host = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if not host.startswith("unix://"):
-        raise DockerUnavailableError(
-            f"devbox exec needs Docker on a unix socket, not DOCKER_HOST={host}",
-            "point DOCKER_HOST at unix:///path/to/docker.sock",
-        )
-    return host[len("unix://") :]
-
-
-def _unavailable(path: str, exc: OSError) -> DockerUnavailableError:
-    return DockerUnavailableError(
-        f"cannot reach the Docker engine at unix://{path} ({exc.strerror or exc})",
-        "start Docker (for example `sudo systemctl start docker`), or point DOCKER_HOST "
-        "at a running engine; `docker info` should succeed",
-    )
-
-
-def _connect() -> socket.socket:
-    path = _socket_path()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.connect(path)
-    except OSError as exc:
-        sock.close()
-        raise _unavailable(path, exc) from None
-    return sock
-
-
-def _send(sock: socket.socket, method: str, path: str, body: object, upgrade: bool) -> None:
-    payload = b"" if body is None else json.dumps(body).encode()
-    head = [f"{method} {API}{path} HTTP/1.1", "Host: docker"]
-    if body is not None:
-        head += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
-    head += ["Connection: Upgrade", "Upgrade: tcp"] if upgrade else ["Connection: close"]
-    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-
-
-def _read_head(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        chunk = sock.recv(65536)
-        if not chunk:
-            raise DevboxRuntimeError("the Docker engine closed the connection unexpectedly")
-        buf += chunk
-    head, rest = buf.split(b"\r\n\r\n", 1)
-    lines = head.decode("latin-1").split("\r\n")
-    status = int(lines[0].split(" ", 2)[1])
-    headers = {}
-    for line in lines[1:]:
-        key, _, value = line.partition(":")
-        headers[key.strip().lower()] = value.strip()
-    return status, headers, rest
-
-
-def _read_body(sock: socket.socket, headers: dict[str, str], rest: bytes) -> bytes:
-    buf = bytearray(rest)
-    if headers.get("transfer-encoding", "").lower() == "chunked":
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buf += chunk
-        return _dechunk(bytes(buf))
-    length = int(headers.get("content-length", "-1"))
-    while length < 0 or len(buf) < length:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return bytes(out)
-
-
-def _request(method: str, path: str, body: object = None) -> tuple[int, object]:
-    sock = _connect()
-    try:
-        _send(sock, method, path, body, upgrade=False)
-        status, headers, rest = _read_head(sock)
-        raw = _read_body(sock, headers, rest)
-    finally:
-        sock.close()
-    try:
-        data = json.loads(raw) if raw.strip() else None
-    except ValueError:
-        data = raw.decode("utf-8", "replace")
-    return status, data
-
-
-def _message(data: object) -> str:
-    if isinstance(data, dict) and "message" in data:
-        return str(data["message"])
-    return str(data or "no details").strip()
-
-
 def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
     body = {
         "AttachStdin": attach_stdin,
@@ -191,7 +74,7 @@ def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
         body["WorkingDir"] = opts.workdir
     if opts.user:
         body["User"] = opts.user
-    status, data = _request(
+    status, data = wire.request(
         "POST", f"/containers/{box_container(check_devbox_name(opts.name))}/exec", body
     )
     if status == 201 and isinstance(data, dict):
@@ -202,53 +85,34 @@ def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
         )
     if status == 409:
         raise DevboxRuntimeError(
-            f"devbox {opts.name} is not running ({_message(data)})",
+            f"devbox {opts.name} is not running ({wire.message(data)})",
             f"start it again with `devbox repair {opts.name}`",
         )
-    raise DevboxRuntimeError(f"docker exec in devbox {opts.name} failed: {_message(data)}")
+    raise DevboxRuntimeError(f"docker exec in devbox {opts.name} failed: {wire.message(data)}")
 
 
 def start_exec(exec_id: str, tty: bool) -> tuple[socket.socket, bytes]:
     """Start the exec and return the hijacked socket plus any stream bytes already read."""
-    sock = _connect()
-    _send(sock, "POST", f"/exec/{exec_id}/start", {"Detach": False, "Tty": tty}, upgrade=True)
-    status, headers, rest = _read_head(sock)
+    sock = wire.connect()
+    wire.send(sock, "POST", f"/exec/{exec_id}/start", {"Detach": False, "Tty": tty}, upgrade=True)
+    status, headers, rest = wire.read_head(sock)
     if status not in (101, 200):
-        body = _read_body(sock, headers, rest)
+        body = wire.read_body(sock, headers, rest)
         sock.close()
         raise DevboxRuntimeError(f"docker exec failed to start: {body.decode(errors='replace')}")
     return sock, rest
 
 
 def exit_code(exec_id: str) -> int:
-    import time
-
-    deadline = time.monotonic() + 5.0
-    while True:
-        status, data = _request("GET", f"/exec/{exec_id}/json")
+    def inspect() -> dict[str, object]:
+        status, data = wire.request("GET", f"/exec/{exec_id}/json")
         if status != 200 or not isinstance(data, dict):
-            raise DevboxRuntimeError(f"cannot read the exit status of the exec: {_message(data)}")
-        if not data.get("Running") and data.get("ExitCode") is not None:
-            return int(data["ExitCode"])
-        if time.monotonic() > deadline:
-            raise DevboxRuntimeError("the engine did not report the exit status of the exec")
-        time.sleep(0.005)
+            raise DevboxRuntimeError(
+                f"cannot read the exit status of the exec: {wire.message(data)}"
+            )
+        return data
 
-
-def _frames(sock: socket.socket, buf: bytes):  # type: ignore[no-untyped-def]
-    """Yield (stream, payload) from Docker's multiplexed stream: 8-byte header, then data."""
-    buf = bytearray(buf)
-    while True:
-        while len(buf) >= 8:
-            stream, size = struct.unpack(">BxxxL", buf[:8])
-            if len(buf) < 8 + size:
-                break
-            yield stream, bytes(buf[8 : 8 + size])
-            del buf[: 8 + size]
-        chunk = sock.recv(262144)
-        if not chunk:
-            return
-        buf += chunk
+    return wire.poll_exit_code(inspect)
 
 
 def _pump_stdin(sock: socket.socket, source: int | bytes) -> None:
@@ -280,7 +144,7 @@ def run(opts: ExecOptions, stdin: bytes | None = None) -> tuple[int, bytes, byte
             while chunk := sock.recv(262144):
                 out += chunk
         else:
-            for stream, payload in _frames(sock, rest):
+            for stream, payload in wire.frames(sock, rest):
                 (err if stream == 2 else out).extend(payload)
     return exit_code(exec_id), bytes(out), bytes(err)
 
@@ -297,7 +161,7 @@ def _write(fd: int, data: bytes) -> None:
 def _resize(exec_id: str) -> None:
     try:
         cols, rows = os.get_terminal_size(sys.stdout.fileno())
-        _request("POST", f"/exec/{exec_id}/resize?h={rows}&w={cols}")
+        wire.request("POST", f"/exec/{exec_id}/resize?h={rows}&w={cols}")
     except (OSError, DevboxRuntimeError):
         pass
 
@@ -326,7 +190,7 @@ def _interactive(opts: ExecOptions, exec_id: str) -> int:
                 while chunk := sock.recv(262144):
                     _write(1, chunk)
             else:
-                for stream, payload in _frames(sock, rest):
+                for stream, payload in wire.frames(sock, rest):
                     _write(2 if stream == 2 else 1, payload)
         except BrokenPipeError:
             return 141  # our reader went away, as a shell reports SIGPIPE
