@@ -98,6 +98,7 @@ class Client:
     list_devboxes = _Via("devboxes", DevboxService.list)
     get_devbox = _Via("devboxes", DevboxService.get)
     devbox_logs = _Via("devboxes", DevboxService.logs)
+    egress_log = _Via("devboxes", DevboxService.egress_log)
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     delete_devboxes = _Via("devboxes", DevboxService.delete)

@@ -59,6 +59,7 @@ from devbox_cli.devbox_views import (
 from devbox_cli.engine.fastexec import ExecOptions
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
+from devbox_cli.services.egress import EgressRecord, egress_records
 from devbox_cli.services.proxy_push import PROXY_PYTHON, push_config
 
 if TYPE_CHECKING:
@@ -252,6 +253,12 @@ class DevboxService:
             raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
         # The audit log is the proxy's stdout; its stderr holds diagnostics.
         return docker.logs(container, follow=follow, stderr=not egress, tail=tail)
+
+    def egress_log(
+        self, name: str, *, follow: bool = False, tail: int | str = "all"
+    ) -> Iterator[EgressRecord]:
+        """The proxy's audit log: one record per request or tunnel it decided on."""
+        return egress_records(self.logs(name, egress=True, follow=follow, tail=tail))
 
     # -- exec ------------------------------------------------------------------------------
 

@@ -49,21 +49,19 @@ def check_devbox_name(name: str) -> str:
 
 
 def check_gateway_name(name: str) -> str:
-    if not is_name(name):
-        raise UsageError(
-            f"invalid gateway name {name!r}: use letters, digits, '_', '.' and '-', "
-            "starting with a letter or digit, at most 63 characters",
-            "for example: anthropic",
-        )
-    return name
+    return _check_name("gateway", name, "anthropic")
 
 
 def check_policy_name(name: str) -> str:
+    return _check_name("policy", name, "anthropic-only")
+
+
+def _check_name(kind: str, name: str, example: str) -> str:
     if not is_name(name):
         raise UsageError(
-            f"invalid policy name {name!r}: use letters, digits, '_', '.' and '-', starting "
-            "with a letter or digit, at most 63 characters",
-            "for example: anthropic-only",
+            f"invalid {kind} name {name!r}: use letters, digits, '_', '.' and '-', "
+            "starting with a letter or digit, at most 63 characters",
+            f"for example: {example}",
         )
     return name
 

@@ -7,7 +7,6 @@ exists so that `devbox --help` lists it.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING, Annotated
 
@@ -176,29 +175,23 @@ def logs(
     """
     from devbox_cli import render
 
-    stream = make_client().devbox_logs(
-        name, egress=egress, follow=follow, tail="all" if tail is None else tail
-    )
+    client, lines = make_client(), "all" if tail is None else tail
     if not egress:
-        for chunk in stream:
+        for chunk in client.devbox_logs(name, follow=follow, tail=lines):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
         return
     as_table = output is Output.text and sys.stdout.isatty()
     columns = ["TIME", "KIND", "METHOD", "HOST", "PORT", "PATH", "STATUS", "DECISION", "RULE"]
     rows = []
-    for line in _lines(stream):
+    for record in client.egress_log(name, follow=follow, tail=lines):
         if not as_table:
-            sys.stdout.write(line + "\n")
+            sys.stdout.write(record.line + "\n")
             sys.stdout.flush()
             continue
-        try:
-            record = json.loads(line)
-        except ValueError:
+        if record.fields is None:
             continue
-        if not isinstance(record, dict):
-            continue
-        row = [record.get(c.lower(), "") for c in columns]
+        row = [record.fields.get(c.lower(), "") for c in columns]
         if follow:
             sys.stdout.write("  ".join(str(v) for v in row) + "\n")
             sys.stdout.flush()
@@ -271,15 +264,3 @@ def _fields(box: Devbox) -> None:
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
     render.print_fields(fields)
-
-
-def _lines(stream):  # type: ignore[no-untyped-def]
-    """Bytes chunks -> text lines, across chunk boundaries."""
-    pending = b""
-    for chunk in stream:
-        pending += chunk
-        *complete, pending = pending.split(b"\n")
-        for line in complete:
-            yield line.decode("utf-8", "replace").rstrip("\r")
-    if pending:
-        yield pending.decode("utf-8", "replace")
