@@ -27,7 +27,7 @@ from devbox_cli.services.secrets import SecretService
 from devbox_cli.store import Store
 
 if TYPE_CHECKING:
-    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.engine.docker_backend import DockerBackend
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -69,7 +69,7 @@ class Client:
         """The Docker engine, connected on first use: commands on the store alone never
         import docker-py or need a running engine."""
         if self._engine is None:
-            from devbox_cli.docker_backend import DockerBackend
+            from devbox_cli.engine.docker_backend import DockerBackend
 
             self._engine = DockerBackend()
         return self._engine

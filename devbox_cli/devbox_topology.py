@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from devbox_cli.devbox_views import (
+from devbox_cli.engine.views import (
     LABEL_GATEWAYS,
     LABEL_NAME,
     LABEL_POLICY,
@@ -30,7 +30,7 @@ from devbox_cli.names import box_container, box_network, is_env_name, proxy_cont
 from proxy.config import GATEWAY_ROUTE
 
 if TYPE_CHECKING:
-    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.engine.docker_backend import DockerBackend
 
 DEFAULT_IMAGE = f"devbox/default:{VERSION}"
 DEFAULT_PROXY_IMAGE = f"devbox/proxy:{VERSION}"
@@ -172,7 +172,7 @@ def start_box(
     policy: str | None,
     made: list[tuple[str, str]],
 ) -> str:
-    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.engine.docker_backend import DockerBackend
 
     docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
     labels = labels_for(

@@ -41,7 +41,8 @@ from devbox_cli.devbox_topology import (
     to_bindings,
     undo,
 )
-from devbox_cli.devbox_views import (
+from devbox_cli.engine.fastexec import ExecOptions
+from devbox_cli.engine.views import (
     LABEL_EGRESS,
     LABEL_NAME,
     LABEL_POLICY,
@@ -56,14 +57,13 @@ from devbox_cli.devbox_views import (
     labels_for,
     state_of,
 )
-from devbox_cli.engine.fastexec import ExecOptions
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
 from devbox_cli.services.egress import EgressRecord, egress_records
 from devbox_cli.services.proxy_push import PROXY_PYTHON, push_config
 
 if TYPE_CHECKING:
-    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.engine.docker_backend import DockerBackend
     from devbox_cli.services.proxy_config import ProxyConfigs
     from devbox_cli.services.proxy_push import ProxyPusher
 

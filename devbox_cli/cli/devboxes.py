@@ -15,7 +15,7 @@ import typer
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 if TYPE_CHECKING:
-    from devbox_cli.devbox_views import Devbox
+    from devbox_cli.engine.views import Devbox
 
 NameArg = Annotated[str, typer.Argument(help="Devbox name.", show_default=False)]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}

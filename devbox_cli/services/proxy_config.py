@@ -18,7 +18,7 @@ from devbox_cli.services.policies import compile_policy, read_policy
 from proxy.config import GatewayBinding, Header, ProxyConfig
 
 if TYPE_CHECKING:
-    from devbox_cli.devbox_views import Binding
+    from devbox_cli.engine.views import Binding
     from devbox_cli.store import Store
     from proxy.config import PolicySpec
 

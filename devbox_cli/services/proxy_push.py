@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from devbox_cli.devbox_views import (
+from devbox_cli.engine.views import (
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
@@ -27,7 +27,7 @@ from devbox_cli.services.gateways import gateways_using_secret, read_gateways
 from devbox_cli.services.kinds import ResourceKind
 
 if TYPE_CHECKING:
-    from devbox_cli.docker_backend import DockerBackend
+    from devbox_cli.engine.docker_backend import DockerBackend
     from devbox_cli.services.proxy_config import ProxyConfigs
     from devbox_cli.store import Store
     from proxy.config import ProxyConfig

@@ -9,7 +9,7 @@ import pytest
 import trustme
 
 from devbox_cli import Client
-from devbox_cli.devbox_views import Binding
+from devbox_cli.engine.views import Binding
 from devbox_cli.errors import ConflictError, NotFoundError, UsageError
 from devbox_cli.services.gateways import Gateway, GatewayHeader
 from proxy.config import Auth, GatewayBinding, ProxyConfig
