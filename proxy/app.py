@@ -297,6 +297,9 @@ class ProxyApp:
                 if own_path is None:
                     self._require_config()
                     return await forward.handle_forward(request, self.ctx)
+                if "#" in target:
+                    # yarl drops a fragment; the gateway's path check must see what was sent
+                    raise ProxyError(400, "'#' is not allowed in a request target")
                 request = request.clone(rel_url=URL(own_path, encoded=True))
                 target = own_path
             path = target.split("?", 1)[0]

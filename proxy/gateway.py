@@ -316,6 +316,8 @@ async def _stream_back(
             else:
                 for piece in decoder.feed(data):
                     await send(body.feed(piece))
+        if decoder is not None:
+            await send(body.feed(decoder.finish()))
         await send(body.flush())
     except DecodeError:
         raise ProxyError(502, "upstream sent a bad compressed body") from None

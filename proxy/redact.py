@@ -158,7 +158,12 @@ class DecodeError(Exception):
 
 
 class Decoder:
-    """gzip / deflate (zlib or raw) to identity, at most `step` output bytes at a time."""
+    """gzip / deflate (zlib or raw) to identity, at most `step` output bytes at a time.
+
+    A gzip body may hold several members (RFC 1952), decoded in turn; any other byte after
+    the end of the compressed data, or a body that ends before it, is a DecodeError: the
+    body is passed on exactly as declared, or not at all.
+    """
 
     def __init__(self, encoding: str, step: int = 64 * 1024) -> None:
         self._encoding = encoding
@@ -166,10 +171,16 @@ class Decoder:
         # 32+: accept a gzip or zlib header; raw deflate is tried if that fails at once
         self._d = zlib.decompressobj(zlib.MAX_WBITS | 32)
         self._started = False
+        self._gzip = encoding != "deflate"
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         data = chunk
-        while not self._d.eof:
+        while data or not self._d.eof:
+            if self._d.eof:
+                # more after the end: only a further gzip member may follow
+                if not self._gzip:
+                    raise DecodeError("data after the end of a compressed body")
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
             try:
                 out = self._d.decompress(data, self._step)
             except zlib.error:
@@ -181,13 +192,17 @@ class Decoder:
             self._started = True
             if out:
                 yield out
-            data = self._d.unconsumed_tail
+            data = self._d.unconsumed_tail or (self._d.unused_data if self._d.eof else b"")
             # a full step may leave output pending for input already consumed
             if not data and len(out) < self._step:
                 return
 
-    def flush(self) -> bytes:
+    def finish(self) -> bytes:
+        """What is left at the end of the body; DecodeError if the body was cut short."""
         try:
-            return self._d.flush()
+            tail = self._d.flush()
         except zlib.error:
             raise DecodeError("bad compressed body") from None
+        if not self._d.eof:
+            raise DecodeError("compressed body cut short")
+        return tail
