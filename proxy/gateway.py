@@ -360,15 +360,40 @@ def _copy_headers(
 ) -> None:
     """Upstream response headers toward the client: hop-by-hop and Connection-listed ones
     dropped, the body's framing too when the proxy re-frames it, a header whose name holds
-    a secret dropped whole, every value redacted."""
+    a secret dropped whole, every value redacted, and the headers a secret is spread over
+    (`X-A: sk-real-` then `X-A: secret`, which a client may join) dropped."""
     drop = set(HOP_BY_HOP)
     for value in headers.getall("Connection", ()):
         drop.update(v.strip().lower() for v in value.split(","))
     if body:
         drop.update(("content-length", "content-encoding"))
-    for name, value in headers.items():
-        if name.lower() not in drop and not redactor.holds_secret(name):
-            resp.headers.add(name, redactor.text(value))
+    kept = [
+        (name, redactor.text(value))
+        for name, value in headers.items()
+        if name.lower() not in drop and not redactor.holds_secret(name)
+    ]
+    # read in order, and per name (as a client merges repeated fields)
+    groups = [list(range(len(kept)))]
+    for lname in {n.lower() for n, _ in kept}:
+        groups.append([i for i, (n, _) in enumerate(kept) if n.lower() == lname])
+    spread = {i for group in groups for i in _spread_over(group, kept, redactor)}
+    for i, (name, value) in enumerate(kept):
+        if i not in spread:
+            resp.headers.add(name, value)
+
+
+def _spread_over(group: list[int], kept: list[tuple[str, str]], redactor: Redactor) -> set[int]:
+    """The headers in `group` (read one after another) that a secret form runs across."""
+    starts, joined = [], ""
+    for i in group:
+        starts.append(len(joined))
+        joined += kept[i][1]
+    return {
+        group[k]
+        for start, end in redactor.spans(joined)
+        for k, at in enumerate(starts)
+        if at < end and at + len(kept[group[k]][1]) > start
+    }
 
 
 async def _relay_websocket(

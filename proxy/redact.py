@@ -33,8 +33,9 @@ def _b64_forms(raw: bytes) -> set[bytes]:
     forms.add(whole)
     # Embedded at byte offset q of a longer value: the secret's bytes from the next multiple
     # of 3 on form whole base64 groups that depend on the secret alone. One core per
-    # alignment (q % 3 == 0, 2, 1 -> skip 0, 1, 2 bytes); the 1-2 characters at either end
-    # mix with the neighbours' bits and stay (they carry at most ~2 bytes of the secret).
+    # alignment (q % 3 == 0, 2, 1 -> skip 0, 1, 2 bytes); the characters at either end
+    # mix with the neighbours' bits and stay (up to 3, giving away at most 2 bytes of the
+    # secret per end).
     for skip in (0, 1, 2):
         body = raw[skip:]
         body = body[: len(body) - len(body) % 3]
@@ -98,6 +99,16 @@ class Redactor:
             if needle in value:
                 value = value.replace(needle, MARKER.decode())
         return value
+
+    def spans(self, value: str) -> list[tuple[int, int]]:
+        """Where any form of a secret occurs in `value` (start, end), overlaps included."""
+        found = []
+        for needle in self._text:
+            i = value.find(needle)
+            while i != -1:
+                found.append((i, i + len(needle)))
+                i = value.find(needle, i + 1)
+        return found
 
     def body(self) -> BodyRedactor:
         return BodyRedactor(self)
@@ -172,9 +183,11 @@ class Decoder:
         self._d = zlib.decompressobj(zlib.MAX_WBITS | 32)
         self._started = False
         self._gzip = encoding != "deflate"
+        self._empty = True  # an empty body declared compressed is just empty
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         data = chunk
+        self._empty = self._empty and not chunk
         while data or not self._d.eof:
             if self._d.eof:
                 # more after the end: only a further gzip member may follow
@@ -203,6 +216,6 @@ class Decoder:
             tail = self._d.flush()
         except zlib.error:
             raise DecodeError("bad compressed body") from None
-        if not self._d.eof:
+        if not self._d.eof and not self._empty:
             raise DecodeError("compressed body cut short")
         return tail

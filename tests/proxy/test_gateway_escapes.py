@@ -286,6 +286,31 @@ async def test_header_whose_name_holds_the_secret_is_dropped(raw_upstream, start
     assert b64 not in data
 
 
+async def test_secret_spread_over_header_lines_is_dropped(raw_upstream, start_proxy):
+    secret = SECRET_A.encode()
+    up = await raw_upstream(
+        fixed(
+            b"HTTP/1.1 200 OK\r\nX-A: "
+            + secret[:10]
+            + b"\r\nX-Fine: ok\r\nX-A: "
+            + secret[10:]
+            + b"\r\nX-B: "
+            + secret[:3]
+            + b"\r\nX-C: "
+            + secret[3:]
+            + b"\r\nContent-Length: 0\r\n\r\n"
+        )
+    )
+    proxy = await start_proxy(make_config(binding(up.url)))
+    _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
+    head = data.split(b"\r\n\r\n")[0]
+    assert b"X-Fine: ok" in head
+    # what is left of the headers, joined in any order, cannot give the secret back
+    values = b"".join(line.split(b": ", 1)[1] for line in head.split(b"\r\n")[1:])
+    assert secret[:10] not in values and secret[10:] not in values
+    assert secret[3:] not in values
+
+
 async def test_range_and_if_range_never_go_upstream(http_upstream, start_proxy, client):
     proxy = await start_proxy(make_config(binding(http_upstream.url)))
     headers = {**BEARER_A, "Range": "bytes=0-9", "If-Range": '"etag"'}
@@ -470,6 +495,17 @@ async def test_bytes_after_the_compressed_body_cut_the_response(
     _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert SECRET_A.encode() not in data
     assert not data.endswith(b"0\r\n\r\n")  # cut, never a complete-looking body
+
+
+@pytest.mark.parametrize("coding", [b"gzip", b"deflate"])
+async def test_empty_body_declared_compressed_is_empty(coding, raw_upstream, start_proxy, client):
+    up = await raw_upstream(
+        fixed(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 0\r\n\r\n" % coding)
+    )
+    proxy = await start_proxy(make_config(binding(up.url)))
+    async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
+        assert resp.status == 200
+        assert await resp.read() == b""
 
 
 async def test_compressed_body_cut_short_cuts_the_response(raw_upstream, start_proxy):
