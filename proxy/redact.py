@@ -27,10 +27,9 @@ MIN_EMBEDDED_B64 = 12
 
 def _b64_forms(raw: bytes) -> set[bytes]:
     forms: set[bytes] = set()
-    # The whole secret, encoded alone (standard and urlsafe, padded or not: the unpadded
-    # form is a prefix of the padded one).
-    whole = base64.b64encode(raw).rstrip(b"=")
-    forms.add(whole)
+    # The whole secret, encoded alone (standard and urlsafe, padded or not).
+    whole = base64.b64encode(raw)
+    forms |= {whole, whole.rstrip(b"=")}
     # Embedded at byte offset q of a longer value: the secret's bytes from the next multiple
     # of 3 on form whole base64 groups that depend on the secret alone. One core per
     # alignment (q % 3 == 0, 2, 1 -> skip 0, 1, 2 bytes); the characters at either end

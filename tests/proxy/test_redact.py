@@ -3,6 +3,9 @@ the whole body at once, and nothing is held back that could not start a secret."
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
 import random
 from urllib.parse import quote
 
@@ -72,3 +75,48 @@ def test_any_chunking_with_a_fresh_seed():
     seed = random.SystemRandom().randrange(2**32)
     print(f"fresh seed: {seed}")  # shown on failure; rerun with check_any_chunking(seed)
     check_any_chunking(seed)
+
+
+def _decodings(token: str) -> list[bytes]:
+    out = []
+    for alphabet in (base64.b64decode, base64.urlsafe_b64decode):
+        for cut in range(4):
+            piece = token[cut:]
+            piece = piece[: len(piece) - len(piece) % 4]
+            with contextlib.suppress(ValueError):
+                out.append(alphabet(piece))
+    return out
+
+
+@pytest.mark.parametrize("pad", range(9))
+@pytest.mark.parametrize("secret", ["sk-real-secret-AAAA-1234567890", "k3y/with+slashes?=~~~01"])
+def test_base64_embedded_at_any_offset_gives_away_at_most_two_bytes_per_end(pad, secret):
+    """The README's claim: of a credential inside a longer base64 value, all but up to 3
+    characters per end are redacted, and what stays decodes to at most 2 of its bytes."""
+    redactor = Redactor([secret])
+    raw = b"\xff" * pad + secret.encode() + b"\xfe" * 7
+    windows = {secret.encode()[i : i + 3] for i in range(len(secret) - 2)}
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        out = redactor.text(encode(raw).decode())
+        assert MARKER.decode() in out
+        for token in out.split(MARKER.decode()):
+            for decoded in _decodings(token):
+                assert not any(w in decoded for w in windows), (token, decoded)
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        lambda s: quote(s, safe=""),
+        lambda s: "".join(f"%{b:02X}" for b in s.encode()),
+        lambda s: "".join(f"%{b:02x}" for b in s.encode()),
+        lambda s: json.dumps(s)[1:-1],
+        lambda s: json.dumps(s)[1:-1].replace("/", "\\/"),
+        lambda s: base64.b64encode(s.encode()).decode(),
+        lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("="),
+    ],
+)
+def test_whole_encoded_forms_are_redacted(form):
+    secret = "k3y/with+slashes?=~~~01"
+    out = Redactor([secret]).text(f"x {form(secret)} y")
+    assert out == f"x {MARKER.decode()} y"
