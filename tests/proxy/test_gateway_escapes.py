@@ -81,6 +81,12 @@ def fixed(head: bytes, *parts: bytes) -> Answer:
     return answer
 
 
+async def through(raw_upstream, start_proxy, head: bytes, *parts: bytes):
+    """A proxy whose one gateway's endpoint is a raw upstream answering `head`, `parts`."""
+    up = await raw_upstream(fixed(head, *parts))
+    return await start_proxy(make_config(binding(up.url)))
+
+
 def chunked(*pieces: bytes) -> list[bytes]:
     return [b"%x\r\n%s\r\n" % (len(p), p) for p in pieces] + [b"0\r\n\r\n"]
 
@@ -201,65 +207,56 @@ async def test_a_followed_redirect_would_be_refused_too(upstream, start_proxy):
 # -- 2. what the upstream reflects ------------------------------------------------------
 
 
-async def test_double_content_encoding_is_502(raw_upstream, start_proxy, client):
-    body = gzip.compress(gzip.compress(SECRET_A.encode()))
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Encoding: gzip\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-        )
+SECRET_GZ2 = gzip.compress(gzip.compress(b"reflected " + SECRET_A.encode()))
+UNREADABLE = [
+    # (response head, body parts, what the client is told)
+    (b"Content-Encoding: gzip\r\nContent-Encoding: gzip", [SECRET_GZ2], "more than one"),
+    (b"Content-Encoding: gzip, gzip", [SECRET_GZ2], "more than one"),
+    (b"Content-Encoding: gzip, br", [SECRET_GZ2], "more than one"),
+    (b"Content-Encoding: gzip,identity, deflate", [SECRET_GZ2], "more than one"),
+    (b"Content-Encoding: br", [b"abcd"], "unsupported content-encoding"),
+    (b"Content-Encoding: zstd", [b"abcd"], "unsupported content-encoding"),
+    (b"Content-Encoding: compress", [b"abcd"], "unsupported content-encoding"),
+    *(
+        (b"Transfer-Encoding: " + te, chunked(gzip.compress(SECRET_A.encode())), "transfer")
+        for te in (b"gzip, chunked", b"deflate, chunked", b"identity, chunked")
+    ),
+]
+
+
+@pytest.mark.parametrize(("head", "parts", "reason"), UNREADABLE)
+async def test_bodies_the_redactor_cannot_read_are_502(
+    head, parts, reason, raw_upstream, start_proxy, client
+):
+    if not head.startswith(b"Transfer"):
+        head += b"\r\nContent-Length: %d" % len(parts[0])
+    proxy = await through(
+        raw_upstream, start_proxy, b"HTTP/1.1 200 OK\r\n" + head + b"\r\n\r\n", *parts
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
         assert resp.status == 502
-        assert await resp.text() == "upstream used more than one content-encoding\n"
-
-
-@pytest.mark.parametrize("value", [b"gzip, gzip", b"gzip, br", b"gzip,identity, deflate"])
-async def test_listed_content_encodings_are_502(value, raw_upstream, start_proxy, client):
-    body = gzip.compress(gzip.compress(SECRET_A.encode()))
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
-            % (value, len(body), body)
-        )
-    )
-    proxy = await start_proxy(make_config(binding(up.url)))
-    async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
-        assert resp.status == 502
-        assert SECRET_A.encode() not in await resp.read()
-
-
-@pytest.mark.parametrize("te", [b"gzip, chunked", b"deflate, chunked", b"identity, chunked"])
-async def test_transfer_coding_other_than_chunked_is_502(te, raw_upstream, start_proxy, client):
-    body = gzip.compress(b"reflected " + SECRET_A.encode())
-    up = await raw_upstream(
-        fixed(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: %s\r\n\r\n" % te, *chunked(body))
-    )
-    proxy = await start_proxy(make_config(binding(up.url)))
-    async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
-        assert resp.status == 502
-        assert await resp.text() == "upstream used an unsupported transfer-encoding\n"
+        text = await resp.text()
+    assert reason in text and SECRET_A not in text
 
 
 async def test_identity_content_encoding_is_plain(raw_upstream, start_proxy, client):
     body = b"reflected " + SECRET_A.encode()
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: identity\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body),
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
         assert await resp.read() == b"reflected [REDACTED]"
 
 
 async def test_reason_phrase_is_the_standard_one(raw_upstream, start_proxy, client):
-    up = await raw_upstream(
-        fixed(b"HTTP/1.1 401 bad key " + SECRET_A.encode() + b"\r\nContent-Length: 0\r\n\r\n")
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 401 bad key " + SECRET_A.encode() + b"\r\nContent-Length: 0\r\n\r\n",
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert data.startswith(b"HTTP/1.1 401 Unauthorized\r\n")
     assert SECRET_A.encode() not in data
@@ -267,18 +264,17 @@ async def test_reason_phrase_is_the_standard_one(raw_upstream, start_proxy, clie
 
 async def test_header_whose_name_holds_the_secret_is_dropped(raw_upstream, start_proxy):
     b64 = base64.b64encode(SECRET_A.encode()).rstrip(b"=")
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nX-"
-            + SECRET_A.encode()
-            + b": 1\r\nx-"
-            + SECRET_A.lower().encode()  # as an HTTP/2 hop would have lowercased it
-            + b": 2\r\nX-B64-"
-            + b64
-            + b": 3\r\nX-Fine: ok\r\nContent-Length: 2\r\n\r\nok"
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nX-"
+        + SECRET_A.encode()
+        + b": 1\r\nx-"
+        + SECRET_A.lower().encode()  # as an HTTP/2 hop would have lowercased it
+        + b": 2\r\nX-B64-"
+        + b64
+        + b": 3\r\nX-Fine: ok\r\nContent-Length: 2\r\n\r\nok",
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     status, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert status == 200
     assert b"X-Fine: ok" in data
@@ -288,20 +284,19 @@ async def test_header_whose_name_holds_the_secret_is_dropped(raw_upstream, start
 
 async def test_secret_spread_over_header_lines_is_dropped(raw_upstream, start_proxy):
     secret = SECRET_A.encode()
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nX-A: "
-            + secret[:10]
-            + b"\r\nX-Fine: ok\r\nX-A: "
-            + secret[10:]
-            + b"\r\nX-B: "
-            + secret[:3]
-            + b"\r\nX-C: "
-            + secret[3:]
-            + b"\r\nContent-Length: 0\r\n\r\n"
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nX-A: "
+        + secret[:10]
+        + b"\r\nX-Fine: ok\r\nX-A: "
+        + secret[10:]
+        + b"\r\nX-B: "
+        + secret[:3]
+        + b"\r\nX-C: "
+        + secret[3:]
+        + b"\r\nContent-Length: 0\r\n\r\n",
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     head = data.split(b"\r\n\r\n")[0]
     assert b"X-Fine: ok" in head
@@ -334,32 +329,21 @@ async def test_accept_encoding_is_always_one_the_redactor_reads(http_upstream, s
         assert http_upstream.requests[-1]["headers"]["Accept-Encoding"] == forwarded
 
 
-@pytest.mark.parametrize("coding", [b"br", b"zstd", b"compress"])
-async def test_unrequested_unreadable_coding_is_502(coding, raw_upstream, start_proxy, client):
-    up = await raw_upstream(
-        fixed(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 4\r\n\r\nabcd" % coding)
-    )
-    proxy = await start_proxy(make_config(binding(up.url)))
-    async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
-        assert resp.status == 502
-
-
 async def test_trailers_and_informational_answers_do_not_carry_the_secret(
     raw_upstream, start_proxy
 ):
     secret = SECRET_A.encode()
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 103 Early Hints\r\nLink: </"
-            + secret
-            + b">\r\nX-Early: "
-            + secret
-            + b"\r\n\r\n"
-            + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Leak\r\n\r\n",
-            b"2\r\nok\r\n0\r\nX-Leak: " + secret + b"\r\n\r\n",
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 103 Early Hints\r\nLink: </"
+        + secret
+        + b">\r\nX-Early: "
+        + secret
+        + b"\r\n\r\n"
+        + b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Leak\r\n\r\n",
+        b"2\r\nok\r\n0\r\nX-Leak: " + secret + b"\r\n\r\n",
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     status, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert status == 200
     assert secret not in data and b"X-Leak" not in data
@@ -460,13 +444,12 @@ async def test_every_gzip_member_is_decoded_and_redacted(raw_upstream, start_pro
     secret = SECRET_A.encode()
     body = gzip.compress(b"first " + secret[:9]) + gzip.compress(secret[9:] + b" second")
     body += gzip.compress(b" third " + secret)
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
-            *chunked(*(body[i : i + 13] for i in range(0, len(body), 13))),
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n",
+        *chunked(*(body[i : i + 13] for i in range(0, len(body), 13))),
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
         # every member's text arrives (before, only the first one did), redacted as one
         # stream: a secret split across two members is matched whole
@@ -485,13 +468,12 @@ async def test_bytes_after_the_compressed_body_cut_the_response(
     coding, tail, raw_upstream, start_proxy
 ):
     body = (gzip.compress if coding == b"gzip" else zlib.compress)(b"x" * 100) + tail
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
-            % (coding, len(body), body)
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: %d\r\n\r\n%s"
+        % (coding, len(body), body),
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert SECRET_A.encode() not in data
     assert not data.endswith(b"0\r\n\r\n")  # cut, never a complete-looking body
@@ -499,10 +481,11 @@ async def test_bytes_after_the_compressed_body_cut_the_response(
 
 @pytest.mark.parametrize("coding", [b"gzip", b"deflate"])
 async def test_empty_body_declared_compressed_is_empty(coding, raw_upstream, start_proxy, client):
-    up = await raw_upstream(
-        fixed(b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 0\r\n\r\n" % coding)
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: %s\r\nContent-Length: 0\r\n\r\n" % coding,
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     async with client.get(f"{proxy.url}{GW}/x", headers=BEARER_A) as resp:
         assert resp.status == 200
         assert await resp.read() == b""
@@ -510,13 +493,12 @@ async def test_empty_body_declared_compressed_is_empty(coding, raw_upstream, sta
 
 async def test_compressed_body_cut_short_cuts_the_response(raw_upstream, start_proxy):
     body = gzip.compress(b"y" * 5000 + SECRET_A.encode())[:-12]
-    up = await raw_upstream(
-        fixed(
-            b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
-            % (len(body), body)
-        )
+    proxy = await through(
+        raw_upstream,
+        start_proxy,
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n%s"
+        % (len(body), body),
     )
-    proxy = await start_proxy(make_config(binding(up.url)))
     _, data = await raw_get(proxy.host, proxy.port, f"{GW}/x")
     assert not data.endswith(b"0\r\n\r\n")
 
