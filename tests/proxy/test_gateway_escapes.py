@@ -126,19 +126,21 @@ def _recording_route(other) -> Callable[[web.Request], Awaitable[web.Response]]:
     return redirect
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
 async def test_websocket_upgrade_redirect_is_returned_not_followed(
-    status, upstream, start_proxy, client
+    status, tls, ca, upstream, start_proxy, client
 ):
-    other = await upstream()  # records every request that reaches it
+    other = await upstream()  # plain http: records every request that reaches it
 
     async def redirect(request: web.Request) -> web.Response:
         return web.Response(status=status, headers={"Location": f"{other.url}/stolen"})
 
-    up = await upstream({"/ws": redirect})
+    up = await upstream({"/ws": redirect}, tls=tls)
     auth = Auth("header", "x-api-key")
     headers = (Header("x-secret-hdr", HEADER_SECRET, secret=True),)
-    proxy = await start_proxy(make_config(binding(up.url, auth=auth, headers=headers)))
+    pem = ca.cert_pem.bytes().decode() if tls else None
+    proxy = await start_proxy(make_config(binding(up.url, auth=auth, headers=headers, ca_cert=pem)))
     resp = await ws_upgrade(client, f"{proxy.url}{GW}/ws", {"x-api-key": TOKEN_A})
     leaked = [r["headers"] for r in other.requests]
     assert not any(SECRET_A in repr(h) or HEADER_SECRET in repr(h) for h in leaked), leaked
