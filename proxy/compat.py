@@ -9,6 +9,7 @@ instead of quietly losing a limit.
 
 from __future__ import annotations
 
+import inspect
 import re
 from typing import Any
 
@@ -35,6 +36,8 @@ HANDLER_ATTRS = (
 )
 # web.Server attributes used by proxy.app._Server to make its own protocol objects.
 SERVER_ATTRS = ("_loop", "_kwargs")
+# The signature proxy.pinning.PinnedConnector overrides (the gateway's connect-time pin).
+CONNECT_PARAMS = ("self", "req", "traces", "timeout")
 
 
 def _version(text: str) -> tuple[int, ...]:
@@ -53,6 +56,9 @@ def problems(server: web.Server | None = None) -> list[str]:
     for klass in RequestHandler.__mro__:
         slots.update(getattr(klass, "__slots__", ()))
     found += [f"RequestHandler.{name}" for name in HANDLER_ATTRS if name not in slots]
+    connect = tuple(inspect.signature(aiohttp.TCPConnector.connect).parameters)
+    if connect != CONNECT_PARAMS:
+        found.append(f"TCPConnector.connect{connect}")
     if server is not None:
         attrs: dict[str, Any] = vars(server)
         found += [f"web.Server.{name}" for name in SERVER_ATTRS if name not in attrs]

@@ -51,6 +51,11 @@ def test_a_moved_handler_attribute_is_named(monkeypatch):
     assert compat.problems() == ["RequestHandler._gone_in_4"]
 
 
+def test_a_changed_connect_signature_is_named(monkeypatch):
+    monkeypatch.setattr(compat, "CONNECT_PARAMS", ("self", "req"))
+    assert compat.problems() == ["TCPConnector.connect('self', 'req', 'traces', 'timeout')"]
+
+
 async def test_the_proxy_refuses_to_start_on_changed_internals(monkeypatch):
     monkeypatch.setattr(compat, "SERVER_ATTRS", (*compat.SERVER_ATTRS, "_gone_in_4"))
     app = ProxyApp()
