@@ -10,6 +10,7 @@ neighbours with it.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -276,15 +277,7 @@ def fit_to_engine(limits: BoxLimits, info: Mapping[str, Any]) -> BoxLimits:
                 "run Docker's data root on xfs mounted with pquota (overlay2), btrfs or zfs; "
                 "or drop it (README: Limits of a devbox)",
             )
-    return BoxLimits(
-        cpus=cpus,
-        memory=limits.memory,
-        pids=limits.pids,
-        tmp_size=limits.tmp_size,
-        disk=limits.disk,
-        runtime=limits.runtime,
-        origin=limits.origin,
-    )
+    return dataclasses.replace(limits, cpus=cpus)
 
 
 def storage_driver(info: Mapping[str, Any]) -> tuple[str, str]:

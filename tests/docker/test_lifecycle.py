@@ -40,7 +40,11 @@ def _engine_objects() -> set[str]:
         (["--gateway", "nonsense"], 2, "PREFIX=GATEWAY:SECRET"),
         (["--gateway", "P=gw:KEY", "--env", "P_URL=x"], 2, "P_URL"),
         (["--env", "HTTPS_PROXY=http://evil:1"], 2, "HTTPS_PROXY"),
-        (["--memory", "lots"], 2, "--memory"),
+        (["--memory", "lots"], 2, "invalid --memory 'lots'"),
+        (["--cpus", "999"], 2, "more than the engine's"),
+        (["--pids-limit", "1"], 2, "invalid --pids-limit"),
+        (["--runtime", "no-such-runtime"], 3, "no Docker runtime 'no-such-runtime'"),
+        (["--disk", "nonsense"], 2, "invalid --disk"),
     ],
 )
 def test_create_failures_are_clear_and_leave_nothing(store: Cli, args, code, message):
