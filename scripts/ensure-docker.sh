@@ -67,7 +67,7 @@ fi
 if ! has_crun; then
   pid=$(cat /var/run/docker.pid 2>/dev/null || true)  # the engine on the default socket
   if [ "$(id -u)" != 0 ] || [ -z "$pid" ]; then
-    echo "ensure-docker: no crun runtime in this engine (not root, or dockerd not local); the --runtime test will skip" >&2
+    echo "ensure-docker: no crun runtime in this engine (not root, or dockerd not local); the crun test skips (fails under CI=true)" >&2
   else
     register_crun
     kill -HUP "$pid"
