@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
-from devbox_cli.devboxes import DevboxService
+from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.proxy_config import ProxyConfigs

@@ -102,7 +102,7 @@ def create(
             --network-policy anthropic-only
     """
     from devbox_cli import render
-    from devbox_cli.devbox_topology import parse_env_spec, parse_gateway_specs
+    from devbox_cli.services.box_env import parse_env_spec, parse_gateway_specs
 
     bindings = parse_gateway_specs(gateway or [])
     env_vars = dict(parse_env_spec(e) for e in env or [])

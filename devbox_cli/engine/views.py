@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devbox_cli import __version__
-from devbox_cli.box_limits import BoxLimits
+from devbox_cli.engine.limits import BoxLimits
 from proxy.config import DEFAULT_PORT, GATEWAY_ROUTE
 
 VERSION = __version__

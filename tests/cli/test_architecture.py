@@ -5,6 +5,8 @@
 - the import graph of devbox_cli has no cycle (every import counts: module level, inside a
   function, and under TYPE_CHECKING);
 - no class inherits from another devbox_cli class, except in the error trees;
+- the layers import downwards only: store/ and engine/ know nothing of the services or the CLI;
+- no module is over 400 lines.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import ast
 from functools import cache
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "devbox_cli"
 ROOT = "devbox_cli"
+MAX_LINES = 400
 
 
 def module_name(path: Path) -> str:
@@ -184,3 +189,44 @@ def test_no_class_inherits_from_another_devbox_class():
         if isinstance(base, ast.Name) and base.id in ours
     ]
     assert stacked == []
+
+
+# Which layer may import which: each layer only from the ones below it.
+LAYERS = {
+    "devbox_cli.store": {"devbox_cli.errors", "devbox_cli.store"},
+    "devbox_cli.engine": {
+        "devbox_cli",
+        "devbox_cli.errors",
+        "devbox_cli.names",
+        "devbox_cli.engine",
+    },
+    "devbox_cli.services": {
+        "devbox_cli.errors",
+        "devbox_cli.names",
+        "devbox_cli.store",
+        "devbox_cli.engine",
+        "devbox_cli.services",
+    },
+}
+
+
+def layer_of(module: str) -> str | None:
+    return next((layer for layer in LAYERS if module.startswith(layer)), None)
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_layers_import_downwards_only(layer):
+    allowed = LAYERS[layer]
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name in modules()
+        if layer_of(name) == layer
+        for target in imports(name)
+        if not any(target == a or target.startswith(a + ".") for a in allowed)
+    )
+    assert wrong == []
+
+
+def test_no_module_is_over_400_lines():
+    sizes = {name: len(path.read_text().splitlines()) for name, (path, _) in modules().items()}
+    assert {name: n for name, n in sizes.items() if n > MAX_LINES} == {}

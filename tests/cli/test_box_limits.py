@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from devbox_cli.box_limits import (
+from devbox_cli.engine.limits import (
     CAP_DROP,
     BoxLimits,
     box_host_config,

@@ -11,56 +11,39 @@ Docker is the source of truth: everything list/show/delete need is read back fro
 and the box's environment (its gateway tokens). The real credentials reach the proxy only
 over the Docker API, on the stdin of `python -m proxy.admin load` inside the proxy.
 
-This module holds the use cases; the pieces live beside it: devbox_views (what callers get
-back, and the label schema), devbox_topology (the Docker objects and the box's environment)
-and proxy_push (building and pushing the proxy config, in-use checks, repair).
+Creating one is create.py (a plan, then its objects under a rollback); the Docker objects
+are engine/topology.py, what callers get back engine/views.py; pushing proxy configs is
+proxy_push.py.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
-from devbox_cli.box_limits import box_host_config, fit_to_engine, limits_of, resolve_limits
-from devbox_cli.devbox_topology import (
-    DEFAULT_EGRESS,
-    DEFAULT_IMAGE,
-    DEFAULT_PROXY_IMAGE,
-    PROXY_HOST_CONFIG,
-    Background,
-    box_environment,
-    check_free,
-    egress_network,
-    fresh_name,
-    make_default_egress,
-    remove_default_egress,
-    start_box,
-    to_bindings,
-    undo,
-)
-from devbox_cli.engine.fastexec import ExecOptions
+from devbox_cli.engine.fastexec import ExecOptions, run
+from devbox_cli.engine.limits import limits_of, resolve_limits
+from devbox_cli.engine.topology import remove_default_egress
 from devbox_cli.engine.views import (
     LABEL_EGRESS,
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
-    PROXY_HOST,
     DeleteResult,
     Devbox,
     ExecResult,
     ProxyView,
     bindings_of,
     iso_time,
-    labels_for,
     state_of,
 )
-from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
+from devbox_cli.errors import NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
+from devbox_cli.services.box_env import box_environment, to_bindings
+from devbox_cli.services.create import carry_out, plan_create
 from devbox_cli.services.egress import EgressRecord, egress_records
-from devbox_cli.services.proxy_push import PROXY_PYTHON, push_config
+from devbox_cli.services.proxy_push import PROXY_PYTHON
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
@@ -68,6 +51,10 @@ if TYPE_CHECKING:
     from devbox_cli.services.proxy_push import ProxyPusher
 
 Progress = Callable[[str], None]
+
+
+def not_found(name: str) -> NotFoundError:
+    return NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
 
 
 class DevboxService:
@@ -99,94 +86,26 @@ class DevboxService:
         """Create a devbox and return once it can run commands (proxy configured, box up).
         Everything is validated before anything is created; on a later failure whatever was
         made is removed again. Each limit not given comes from its DEVBOX_* variable, else
-        the default (box_limits.py; README: Limits of a devbox)."""
+        the default (engine/limits.py; README: Limits of a devbox)."""
         say = progress or (lambda _text: None)
         bindings = to_bindings(gateways or {})
-        box_env = box_environment(name or "", bindings, dict(env or {}))
+        box_environment(name or "", bindings, dict(env or {}))  # clashes fail first
         limits = resolve_limits(
             cpus=cpus, memory=memory, pids=pids_limit, tmp_size=tmp_size, disk=disk, runtime=runtime
         )
-        image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
-        proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
-
-        say("checking gateways, secrets and policy")
-        tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
         docker = self.engine()
-        name = check_devbox_name(name) if name else fresh_name(docker)
-        config = self.configs.build(name, bindings, tokens, policy)  # unknown names raise here
-        say("checking Docker")
-        check_free(docker, name)
-        for ref, what in ((image, "image"), (proxy_image, "proxy image")):
-            if docker.image(ref) is None:
-                raise NotFoundError(
-                    f"no {what} {ref} in the local Docker engine",
-                    "build the devbox images with `make images`, or pass an existing --image",
-                )
-        egress = egress_network(docker)
-        host_config = box_host_config(fit_to_engine(limits, docker.info()))
-        box_env = box_environment(name, bindings, dict(env or {}), tokens)
-
-        made: list[tuple[str, str]] = []  # ("container"|"network", id), undone in reverse
-        box: Background | None = None
-        try:
-            say("creating the network")
-            if egress == DEFAULT_EGRESS and docker.network(egress) is None:
-                make_default_egress(docker)
-            net = box_network(name)
-            made.append(
-                (
-                    "network",
-                    docker.create_network(
-                        net,
-                        labels=labels_for(name, "network"),
-                        internal=True,
-                        options={"com.docker.network.bridge.inhibit_ipv4": "true"},
-                    ),
-                )
-            )
-            # The box starts beside the proxy; it has no egress until the proxy is configured.
-            box = Background(
-                lambda: start_box(name, image, net, box_env, host_config, bindings, policy, made)
-            )
-            say("starting the proxy")
-            proxy_id = docker.create_container(
-                proxy_image,
-                name=proxy_container(name),
-                network=net,
-                aliases=[PROXY_HOST],
-                labels=labels_for(name, "proxy", **{LABEL_EGRESS: egress}),
-                host=PROXY_HOST_CONFIG,
-            )
-            made.append(("container", proxy_id))
-            docker.connect(proxy_id, egress)
-            docker.start(proxy_id)
-            say("configuring the proxy")
-            push_config(docker, name, proxy_id, config)
-            box_id = box.result()
-            say("waiting for the devbox")
-            info = docker.container(box_id)
-            if state_of(info) != "running":
-                raise DevboxRuntimeError(
-                    f"the devbox container exited right away ({state_of(info)})",
-                    "the image needs a `sleep` binary; check `docker logs` of the container",
-                )
-        except BaseException:
-            if box is not None:
-                box.join()  # it may still be creating the box; undo that too
-            undo(docker, made)
-            raise
-        return Devbox(
+        plan = plan_create(
+            docker,
+            self.configs,
             name=name,
-            id=box_id[:12],
-            status="running",
             image=image,
+            bindings=bindings,
             policy=policy,
-            gateways=bindings,
-            proxy=ProxyView(proxy_id[:12], "running", "ok"),
-            created_at=iso_time(info.get("Created") if info else None),
-            egress_network=egress,
-            limits=limits_of(info.get("HostConfig") or {}),
+            env=env or {},
+            limits=limits,
+            say=say,
         )
+        return carry_out(docker, plan, say)
 
     # -- read ------------------------------------------------------------------------------
 
@@ -224,7 +143,7 @@ class DevboxService:
         box = docker.container(box_container(name))
         proxy = docker.container(proxy_container(name))
         if box is None and proxy is None and docker.network(box_network(name)) is None:
-            raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
+            raise not_found(name)
         labels = ((box or {}).get("Config") or {}).get("Labels") or {}
         state = state_of(proxy)
         checked = None
@@ -260,7 +179,7 @@ class DevboxService:
         docker = self.engine()
         container = proxy_container(name) if egress else box_container(name)
         if docker.container(container) is None:
-            raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
+            raise not_found(name)
         # The audit log is the proxy's stdout; its stderr holds diagnostics.
         return docker.logs(container, follow=follow, stderr=not egress, tail=tail)
 
@@ -283,8 +202,6 @@ class DevboxService:
         stdin: str | bytes | None = None,
     ) -> ExecResult:
         """Run `cmd` in the devbox and wait for it: its exit code, stdout and stderr."""
-        from devbox_cli.engine import fastexec
-
         argv = list(cmd)
         if not argv:
             raise UsageError("exec needs a command")
@@ -292,7 +209,7 @@ class DevboxService:
             name, argv, env=[f"{k}={v}" for k, v in (env or {}).items()], workdir=workdir, user=user
         )
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        code, out, err = fastexec.run(opts, data)
+        code, out, err = run(opts, data)
         return ExecResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     # -- delete ----------------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""`devbox create`: first a plan, validated whole before anything is made (names, images,
+gateways, secrets, policy, limits, the box's environment); then the Docker objects, made
+under a rollback that removes them again if any step fails.
+
+The box container is created on a worker thread while the proxy starts and takes its
+config: the box has no egress until then, and the two are independent until the end.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from devbox_cli.engine.limits import BoxLimits, box_host_config, fit_to_engine, limits_of
+from devbox_cli.engine.topology import (
+    DEFAULT_EGRESS,
+    DEFAULT_IMAGE,
+    DEFAULT_PROXY_IMAGE,
+    Rollback,
+    check_free,
+    create_box,
+    create_box_network,
+    create_proxy,
+    egress_network,
+    fresh_name,
+    make_default_egress,
+)
+from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
+from devbox_cli.errors import DevboxRuntimeError, NotFoundError
+from devbox_cli.names import check_devbox_name
+from devbox_cli.services.box_env import box_environment
+from devbox_cli.services.proxy_push import push_config
+
+if TYPE_CHECKING:
+    from devbox_cli.engine.docker_backend import DockerBackend
+    from devbox_cli.services.proxy_config import ProxyConfigs
+    from proxy.config import ProxyConfig
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class CreatePlan:
+    """Everything `devbox create` will make, checked before anything is."""
+
+    name: str
+    image: str
+    proxy_image: str
+    bindings: tuple[Binding, ...]
+    policy: str | None
+    environment: dict[str, str] = field(repr=False)  # the box's: gateway tokens included
+    config: ProxyConfig = field(repr=False)  # the proxy's: holds the credentials
+    limits: BoxLimits
+    host_config: dict[str, Any]
+    egress: str
+
+
+def plan_create(
+    docker: DockerBackend,
+    configs: ProxyConfigs,
+    *,
+    name: str | None,
+    image: str | None,
+    bindings: tuple[Binding, ...],
+    policy: str | None,
+    env: Mapping[str, str],
+    limits: BoxLimits,
+    say: Progress,
+) -> CreatePlan:
+    """Check everything against the store and the engine; raise before anything is made."""
+    box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
+    image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
+    proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
+
+    say("checking gateways, secrets and policy")
+    tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
+    name = check_devbox_name(name) if name else fresh_name(docker)
+    config = configs.build(name, bindings, tokens, policy)  # unknown names raise here
+    say("checking Docker")
+    check_free(docker, name)
+    for ref, what in ((image, "image"), (proxy_image, "proxy image")):
+        if docker.image(ref) is None:
+            raise NotFoundError(
+                f"no {what} {ref} in the local Docker engine",
+                "build the devbox images with `make images`, or pass an existing --image",
+            )
+    egress = egress_network(docker)
+    return CreatePlan(
+        name=name,
+        image=image,
+        proxy_image=proxy_image,
+        bindings=bindings,
+        policy=policy,
+        environment=box_environment(name, bindings, dict(env), tokens),
+        config=config,
+        limits=limits,
+        host_config=box_host_config(fit_to_engine(limits, docker.info())),
+        egress=egress,
+    )
+
+
+def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
+    """Make the devbox of `plan` and return once it can run commands (proxy configured, box
+    up). On any failure whatever was made is removed again."""
+    # Leaving the block the pool is shut down first (it waits for the box's creation), then
+    # the rollback removes, on failure, everything made, the box included.
+    with Rollback(docker) as made, ThreadPoolExecutor(max_workers=1) as pool:
+        say("creating the network")
+        if plan.egress == DEFAULT_EGRESS and docker.network(plan.egress) is None:
+            make_default_egress(docker)
+        net = made.network(create_box_network(docker, plan.name))
+        box = pool.submit(
+            create_box,
+            made,
+            name=plan.name,
+            image=plan.image,
+            network=net,
+            environment=plan.environment,
+            host=plan.host_config,
+            bindings=plan.bindings,
+            policy=plan.policy,
+        )
+        say("starting the proxy")
+        proxy_id = made.container(
+            create_proxy(docker, plan.name, plan.proxy_image, net, plan.egress)
+        )
+        docker.connect(proxy_id, plan.egress)
+        docker.start(proxy_id)
+        say("configuring the proxy")
+        push_config(docker, plan.name, proxy_id, plan.config)
+        box_id = box.result()
+        say("waiting for the devbox")
+        info = docker.container(box_id)
+        if state_of(info) != "running":
+            raise DevboxRuntimeError(
+                f"the devbox container exited right away ({state_of(info)})",
+                "the image needs a `sleep` binary; check `docker logs` of the container",
+            )
+    return Devbox(
+        name=plan.name,
+        id=box_id[:12],
+        status="running",
+        image=plan.image,
+        policy=plan.policy,
+        gateways=plan.bindings,
+        proxy=ProxyView(proxy_id[:12], "running", "ok"),
+        created_at=iso_time(info.get("Created") if info else None),
+        egress_network=plan.egress,
+        limits=limits_of(info.get("HostConfig") or {}),
+    )
