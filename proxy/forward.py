@@ -30,7 +30,7 @@ from yarl import URL
 from proxy import audit
 from proxy.context import IPAddress, ProxyContext
 from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
-from proxy.policy import Decision, Policy, PolicyError, decide, normalize_host, parse_ip_literal
+from proxy.policy import Decision, PolicyError, decide, normalize_host, parse_ip_literal
 from proxy.resolve import local_addresses, resolve
 from proxy.tunnel import Detached, Tunnel
 
@@ -194,15 +194,6 @@ def _refuse(decision: Decision) -> ProxyError:
     return ProxyError(403, f"denied by policy: {decision.reason} (rule {decision.rule})")
 
 
-def _needs_addresses(policy: Policy | None, decision: Decision) -> bool:
-    """Whether a name refused on its name alone could still be admitted by its addresses.
-
-    Only an allow-cidr admits by address; without one, "no-match" is final and the name is
-    not looked up at all.
-    """
-    return decision.rule == "no-match" and policy is not None and bool(policy.allow_cidrs)
-
-
 async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAddress]:
     """The checked addresses to connect to, or ProxyError (403, 502, 503)."""
     state = ctx.state
@@ -213,8 +204,10 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
     if target.ip is not None:
         addresses: list[IPAddress] = [target.ip]
     else:
+        # A name no rule admits is refused here, unresolved: an allow-cidr admits only the
+        # addresses of admitted names, so a refused name never leaves through DNS.
         first = decide(policy, target.host, target.port, (), own_addresses=own)
-        if not first.allowed and not _needs_addresses(policy, first):
+        if not first.allowed:
             record.rule = first.rule
             raise _refuse(first)
         resolver = ctx.resolve or resolve
@@ -223,10 +216,6 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
         except OSError:
             addresses = []
         if not addresses:
-            if not first.allowed:
-                # only an allow-cidr could have admitted it, and there is no address to admit
-                record.rule = first.rule
-                raise _refuse(first)
             record.rule = "dns"
             raise ProxyError(502, f"cannot resolve {target.host}")
     decision = decide(policy, target.host, target.port, addresses, own_addresses=own)

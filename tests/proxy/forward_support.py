@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from proxy.config import PolicySpec
 
 ALLOWED_NAME = "api.allowed.test"
-LOOPBACK_CIDR = PolicySpec(name="loopback-ok", allow_cidr=("127.0.0.0/8",))
+# the test names, admitted by name; the allow-cidr lets their loopback addresses in (an
+# allow-cidr alone admits no name)
+LOOPBACK_CIDR = PolicySpec(
+    name="loopback-ok", allow=(ALLOWED_NAME, "localhost"), allow_cidr=("127.0.0.0/8",)
+)
 DENY_ALL = PolicySpec(name="deny-all")
 
 
