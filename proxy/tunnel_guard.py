@@ -9,8 +9,9 @@ guard reads the client's side of the tunnel before any of it reaches the upstrea
   (the caller compares it with the CONNECT host). A missing SNI goes to `check_sni` as None;
   an encrypted_client_hello (0xfe0d) or draft ESNI (0xffce) extension, an SSLv2-format hello
   (it has no SNI), a malformed hello or anything but handshake records before it is refused.
-  After an accepted ClientHello the rest passes untouched (the HTTP Host inside TLS can't be
-  seen without terminating TLS).
+  A TLS 1.3 client's records are followed after it, so a second hello (after a
+  HelloRetryRequest) is checked the same way; then the rest passes untouched (the HTTP Host
+  inside TLS can't be seen without terminating TLS).
 - Plain HTTP (a first line holding "HTTP/"): every request head, pipelined and keep-alive
   ones too, is checked with `check_host`; bodies are followed by Content-Length or chunked
   framing so each next head is found. Anything the guard can't frame for sure is refused:
@@ -34,6 +35,7 @@ MAX_CHUNK_LINE = 1024
 
 ECH_EXTENSIONS = frozenset({0xFE0D, 0xFFCE})  # encrypted_client_hello; draft encrypted SNI
 _SERVER_NAME = 0x0000
+_SUPPORTED_VERSIONS = 0x002B
 _TCHAR = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _REQUEST_LINE = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+) ([\x21-\x7e]+) HTTP/1\.[01]")
 _FIELD = re.compile(rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*([^\x00\r\n]*?)[ \t]*")
@@ -57,7 +59,7 @@ class TunnelGuard:
         self._check_sni = check_sni
         self._check_host = check_host
         self._buf = bytearray()
-        self._mode = "start"  # start | line | tls | http | pass
+        self._mode = "start"  # start | line | tls | tls-more | http | pass
         self._http: _HttpFramer | None = None
         self._pos = 0  # TLS records of _buf read so far
         self._message = bytearray()  # the handshake bytes they carried
@@ -84,7 +86,7 @@ class TunnelGuard:
             self._mode = self._classify()
         if self._mode == "line":
             self._mode = self._first_line()
-        if self._mode == "tls":
+        if self._mode in ("tls", "tls-more"):
             return self._tls()
         if self._mode == "http":
             self._http = _HttpFramer(self._check_host)
@@ -124,40 +126,76 @@ class TunnelGuard:
         return "http" if not line or b"HTTP/" in line.upper() else "pass"
 
     def _tls(self) -> bytes:
-        hello = self._reassemble()
-        if hello is None:
-            if len(self._buf) > 2 * MAX_HELLO:  # tiny records: bound their headers too
-                raise Refused("tunnel:tls-malformed")
-            return b""
-        rule = self._check_sni(parse_client_hello(hello))
-        if rule is not None:
-            raise Refused(rule)
-        self._mode = "pass"
-        held, self._buf = bytes(self._buf), bytearray()
+        """Hold records until the first ClientHello is complete and checked. A client that
+        offers TLS 1.3 may get a HelloRetryRequest and send a second hello, which servers
+        may route by anew: its records are followed ("tls-more") until the client sends
+        application data or a message that is no ClientHello (a TLS 1.2 flight)."""
+        out = bytearray()
+        while True:
+            hello = self._reassemble()
+            if hello is None:
+                break
+            name, tls13 = _parse_client_hello(hello)
+            rule = self._check_sni(name)
+            if rule is not None:
+                raise Refused(rule)
+            out += self._release(self._pos)
+            if not tls13:
+                self._mode = "pass"
+                break
+            self._mode = "tls-more"
+        if self._mode == "pass":
+            out += self._release(len(self._buf))
+        elif self._mode == "tls-more" and not self._message:
+            out += self._release(self._pos)  # whole records between the hellos
+        elif len(self._buf) > 2 * MAX_HELLO:  # tiny records: bound their headers too
+            raise Refused("tunnel:tls-malformed")
+        return bytes(out)
+
+    def _release(self, upto: int) -> bytes:
+        held = bytes(self._buf[:upto])
+        del self._buf[:upto]
+        self._pos -= upto
         return held
 
     def _reassemble(self) -> bytes | None:
-        """The ClientHello message body once every record holding it has arrived, else None.
-        Incremental (each record is read once); raises Refused on anything but well-formed
-        handshake records carrying one ClientHello."""
+        """The next ClientHello message body once every record holding it has arrived, else
+        None. Incremental (each record is read once); raises Refused on anything but
+        well-formed handshake records carrying one ClientHello."""
         buf, message = self._buf, self._message
-        while len(buf) - self._pos >= 5:
+        more = self._mode == "tls-more"
+        while len(buf) - self._pos >= (5 if not more else 1):
             pos = self._pos
-            kind, major, length = buf[pos], buf[pos + 1], int.from_bytes(buf[pos + 3 : pos + 5])
-            if kind != 0x16 or major != 3 or not 0 < length <= 16384 + 256:
+            kind = buf[pos]
+            if more and (kind not in (0x14, 0x15, 0x16) or (message and kind != 0x16)):
+                # application data, or a handshake message cut by another record (the
+                # server refuses that): the hellos are over
+                self._mode = "pass"
+                return None
+            if len(buf) - pos < 5:
+                return None
+            major, length = buf[pos + 1], int.from_bytes(buf[pos + 3 : pos + 5])
+            if (kind != 0x16 and not more) or major != 3 or not 0 < length <= 16384 + 256:
                 raise Refused("tunnel:tls-malformed")
             if len(buf) - pos - 5 < length:
                 return None
-            message += buf[pos + 5 : pos + 5 + length]
             self._pos = pos + 5 + length
+            if kind != 0x16:
+                continue  # change_cipher_spec or alert between the hellos
+            message += buf[pos + 5 : pos + 5 + length]
             if len(message) >= 4:
-                if message[0] != 1:  # the first handshake message must be a ClientHello
-                    raise Refused("tunnel:tls-malformed")
+                if message[0] != 1:
+                    if not more:  # the first handshake message must be a ClientHello
+                        raise Refused("tunnel:tls-malformed")
+                    self._mode = "pass"  # a TLS 1.2 client flight (or encrypted Finished)
+                    return None
                 size = int.from_bytes(message[1:4])
                 if size > MAX_HELLO:
                     raise Refused("tunnel:tls-malformed")
                 if len(message) == 4 + size:
-                    return bytes(message[4:])
+                    hello = bytes(message[4:])
+                    message.clear()
+                    return hello
                 if len(message) > 4 + size:  # another message behind it in the same flight
                     raise Refused("tunnel:tls-malformed")
         return None
@@ -189,6 +227,11 @@ def parse_client_hello(body: bytes) -> str | None:
     """The host_name of the server_name extension, or None when there is none.
 
     Raises Refused for a malformed hello, ECH, or an unusable server_name."""
+    return _parse_client_hello(body)[0]
+
+
+def _parse_client_hello(body: bytes) -> tuple[str | None, bool]:
+    """(server name or None, whether the hello offers TLS 1.3)."""
     r = _Reader(body)
     r.take(2 + 32)  # legacy_version, random
     if len(r.vector(1)) > 32:  # legacy_session_id
@@ -199,12 +242,13 @@ def parse_client_hello(body: bytes) -> str | None:
     if not r.vector(1):  # legacy_compression_methods
         raise Refused("tunnel:tls-malformed")
     if r.left == 0:
-        return None  # no extensions at all
+        return None, False  # no extensions at all
     extensions = _Reader(r.vector(2))
     if r.left:
         raise Refused("tunnel:tls-malformed")
     seen: set[int] = set()
     name: str | None = None
+    tls13 = False
     while extensions.left:
         kind, data = extensions.number(2), extensions.vector(2)
         if kind in seen:
@@ -214,7 +258,10 @@ def parse_client_hello(body: bytes) -> str | None:
             raise Refused("tunnel:tls-ech")
         if kind == _SERVER_NAME:
             name = _server_name(data)
-    return name
+        elif kind == _SUPPORTED_VERSIONS:
+            versions = _Reader(data).vector(1)
+            tls13 = any(versions[i : i + 2] == b"\x03\x04" for i in range(0, len(versions), 2))
+    return name, tls13
 
 
 def _server_name(data: bytes) -> str:

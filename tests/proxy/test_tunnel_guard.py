@@ -410,3 +410,53 @@ def test_a_text_line_without_an_end_is_held_then_bounded():
     with pytest.raises(Refused, match="unclassified"):
         guard().feed(b"A" * 40_000)
     assert guard().feed(b"AMQP\x00\x00\x09\x01") == b"AMQP\x00\x00\x09\x01"  # binary: passes
+
+
+# --- a second ClientHello (TLS 1.3 HelloRetryRequest) -----------------------------------
+
+TLS13 = (0x002B, vec(1, b"\x03\x04\x03\x03"))
+CCS = b"\x14\x03\x03\x00\x01\x01"
+APP_DATA = b"\x17\x03\x03\x00\x05hello"
+
+
+def test_a_second_hello_after_a_retry_is_checked_too():
+    first = synthetic_hello("localhost", extra=[TLS13])
+    g = guard()
+    assert g.feed(first) == first and not g.passing  # a TLS 1.3 client: keep reading
+    assert g.feed(CCS) == CCS
+    with pytest.raises(Refused, match="tunnel:tls-sni-mismatch|mismatch"):
+        g.feed(records(unwrap_records(synthetic_hello(DENIED, extra=[TLS13])), 9))
+    # the same name again, then encrypted records: everything passes, then untouched
+    g = guard()
+    second = synthetic_hello("localhost", extra=[TLS13])
+    stream = first + CCS + second + APP_DATA + b"\x16anything"
+    out = b"".join(g.feed(stream[i : i + 4]) for i in range(0, len(stream), 4))
+    assert out == stream and g.passing
+
+
+def test_a_tls12_flight_after_the_hello_ends_the_checks():
+    g = guard()
+    first = synthetic_hello("localhost", extra=[TLS13])
+    key_exchange = records(handshake(b"\x00" * 40, msg_type=16))
+    assert g.feed(first + key_exchange + CCS) == first + key_exchange + CCS
+    assert g.passing
+    # a hello without TLS 1.3 can get no retry: nothing after it is read
+    g = guard()
+    old = synthetic_hello("localhost")
+    assert g.feed(old) == old and g.passing
+
+
+async def test_a_fronting_second_hello_is_refused_end_to_end(guard_proxy, sink):
+    port, received = sink
+    first = real_client_hello("localhost")  # Python's client offers TLS 1.3
+    reader, writer = await tunnel(guard_proxy, f"localhost:{port}")
+    writer.write(first)
+    await writer.drain()
+    async with asyncio.timeout(10):
+        while len(received) < len(first):
+            await asyncio.sleep(0.01)
+    writer.write(CCS + synthetic_hello(DENIED, extra=[TLS13]))
+    await closed_without_an_answer(reader)
+    writer.close()
+    assert bytes(received) in (first, first + CCS)
+    assert (await audited(guard_proxy))["rule"] == "tunnel:tls-sni-mismatch"
