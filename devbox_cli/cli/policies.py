@@ -27,7 +27,8 @@ DenyOpt = _list_opt("--deny", "HOST", "Deny HOST (repeatable); a deny wins over 
 CidrOpt = _list_opt(
     "--allow-cidr",
     "CIDR",
-    "Allow addresses in CIDR (repeatable), private ranges included.",
+    "Allow IP literals in CIDR, and these addresses for names an --allow admits "
+    "(repeatable), private ranges included; it admits no name by itself.",
 )
 AddAllowOpt = _list_opt("--add-allow", "HOST", "Add an allow rule (repeatable).")
 RemoveAllowOpt = _list_opt("--remove-allow", "HOST", "Remove an allow rule (repeatable).")

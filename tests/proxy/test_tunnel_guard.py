@@ -460,3 +460,57 @@ async def test_a_fronting_second_hello_is_refused_end_to_end(guard_proxy, sink):
     writer.close()
     assert bytes(received) in (first, first + CCS)
     assert (await audited(guard_proxy))["rule"] == "tunnel:tls-sni-mismatch"
+
+
+# --- the checks forward.py builds ----------------------------------------------------------
+
+
+def inside_checks(host: str, port: int = 443, spec: PolicySpec = POLICY):
+    from proxy import forward
+    from proxy.context import ProxyContext, State
+    from proxy.policy import Policy
+
+    config = make_config(policy=spec)
+    ctx = ProxyContext(
+        state=State(config=config, policy=Policy.compile(spec), gateways={}),
+        settings=Settings(),
+    )
+    return forward._inside_checks(ctx, forward.make_target(host, port))
+
+
+@pytest.mark.parametrize(
+    ("connect", "sni", "rule"),
+    [
+        ("localhost", "LOCALHOST.", None),
+        ("bücher.test", "xn--bcher-kva.test", None),  # IDNA: the same name
+        ("bücher.test", "bucher.test", "tunnel:tls-sni-mismatch"),
+        ("localhost", "127.0.0.1", "tunnel:tls-sni-mismatch"),
+        ("localhost", "local host", "tunnel:tls-sni-invalid"),
+        ("localhost", None, "tunnel:tls-sni-missing"),
+        ("127.0.0.1", None, None),
+        ("127.0.0.1", "localhost", None),  # a name the policy admits at that address
+        ("127.0.0.1", "denied.test", "tunnel:tls-sni-not-allowed"),
+        ("127.0.0.1", "metadata.google.internal", "tunnel:tls-sni-not-allowed"),
+        ("127.0.0.1", "127.0.0.2", "tunnel:tls-sni-mismatch"),
+    ],
+)
+def test_sni_rules(connect, sni, rule):
+    spec = PolicySpec(name="p", allow=("localhost", "bücher.test"), allow_cidr=("127.0.0.0/8",))
+    check_sni, _ = inside_checks(connect, spec=spec)
+    assert check_sni(sni) == rule
+
+
+@pytest.mark.parametrize(
+    ("host_header", "rule"),
+    [
+        ("localhost:8080", None),
+        ("LocalHost.", None),  # no port: the CONNECT port
+        ("localhost:80", "tunnel:http-host-mismatch"),
+        ("denied.test:8080", "tunnel:http-host-mismatch"),
+        ("user@localhost", "tunnel:http-host-invalid"),
+        ("", "tunnel:http-host-invalid"),
+    ],
+)
+def test_host_rules(host_header, rule):
+    _, check_host = inside_checks("localhost", 8080)
+    assert check_host(host_header) == rule
