@@ -209,27 +209,27 @@ async def test_a_fragmented_hello_is_reassembled(guard_proxy, sink, record_size)
     assert (await audited(guard_proxy))["decision"] == "allow"
 
 
-@pytest.mark.parametrize("record_size", [16384, 1, 50])
-async def test_a_fragmented_fronting_hello_is_refused(guard_proxy, sink, record_size):
+async def refusal(proxy, sink, data: bytes, piece: int) -> str:
+    """Send `data` through a tunnel to `sink` in pieces: the tunnel must close with nothing
+    delivered; the audited rule."""
     port, received = sink
-    hello = records(unwrap_records(real_client_hello(DENIED)), record_size)
-    reader, writer = await tunnel(guard_proxy, f"localhost:{port}")
-    await send_in_pieces(writer, hello, 11)
+    reader, writer = await tunnel(proxy, f"localhost:{port}")
+    await send_in_pieces(writer, data, piece)
     await closed_without_an_answer(reader)
     writer.close()
     assert bytes(received) == b""
-    assert (await audited(guard_proxy))["rule"] == "tunnel:tls-sni-mismatch"
+    return (await audited(proxy))["rule"]
+
+
+@pytest.mark.parametrize("record_size", [16384, 1, 50])
+async def test_a_fragmented_fronting_hello_is_refused(guard_proxy, sink, record_size):
+    hello = records(unwrap_records(real_client_hello(DENIED)), record_size)
+    assert await refusal(guard_proxy, sink, hello, 11) == "tunnel:tls-sni-mismatch"
 
 
 async def test_ech_in_a_real_hello_is_refused(guard_proxy, sink):
-    port, received = sink
     hello = with_extension(real_client_hello("localhost"), 0xFE0D, b"\x00" * 40)
-    reader, writer = await tunnel(guard_proxy, f"localhost:{port}")
-    writer.write(hello)
-    await closed_without_an_answer(reader)
-    writer.close()
-    assert bytes(received) == b""
-    assert (await audited(guard_proxy))["rule"] == "tunnel:tls-ech"
+    assert await refusal(guard_proxy, sink, hello, len(hello)) == "tunnel:tls-ech"
 
 
 async def test_a_partial_hello_is_refused_after_the_head_timeout(start_proxy, sink):
