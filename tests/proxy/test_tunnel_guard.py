@@ -514,3 +514,63 @@ def test_sni_rules(connect, sni, rule):
 def test_host_rules(host_header, rule):
     _, check_host = inside_checks("localhost", 8080)
     assert check_host(host_header) == rule
+
+
+async def test_a_fronting_hello_sent_with_the_connect_head_is_refused(guard_proxy, sink):
+    port, received = sink
+    reader, writer = await asyncio.open_connection("127.0.0.1", guard_proxy.port)
+    writer.write(connect_request(f"localhost:{port}") + real_client_hello(DENIED))
+    await writer.drain()
+    assert (await read_response(reader)).status == 200
+    await closed_without_an_answer(reader)
+    writer.close()
+    assert bytes(received) == b""
+    assert (await audited(guard_proxy))["rule"] == "tunnel:tls-sni-mismatch"
+
+
+def test_a_refusal_under_uvloop():
+    """The proxy image runs on uvloop: a refused tunnel closes there too."""
+    uvloop = pytest.importorskip("uvloop")
+    from proxy.app import ProxyApp
+    from proxy.audit import AuditLog
+
+    class Sink:
+        def write(self, text: str) -> None:
+            pass
+
+        def flush(self) -> None:
+            pass
+
+    async def scenario() -> tuple[bytes, list]:
+        got = bytearray()
+
+        async def keep(reader, writer):
+            got.extend(await reader.read())
+            writer.close()
+
+        server = await asyncio.start_server(keep, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        log = AuditLog(Sink(), keep=True)
+        resolver = FakeResolver({"localhost": ["127.0.0.1"]})
+        app = ProxyApp(resolve=resolver, audit_log=log)
+        app.apply(make_config(policy=POLICY), persist=False)
+        await app.start("127.0.0.1", 0)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", app.port)
+            writer.write(connect_request(f"localhost:{port}"))
+            assert (await read_response(reader)).status == 200
+            writer.write(real_client_hello(DENIED))
+            await closed_without_an_answer(reader)
+            writer.close()
+            async with asyncio.timeout(10):
+                while not log.records:
+                    await asyncio.sleep(0.01)
+            return bytes(got), log.records
+        finally:
+            await app.close()
+            server.close()
+            await server.wait_closed()
+
+    got, records_ = uvloop.run(scenario())
+    assert got == b""
+    assert [r["rule"] for r in records_] == ["tunnel:tls-sni-mismatch"]
