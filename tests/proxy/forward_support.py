@@ -41,6 +41,16 @@ def policy(
     )
 
 
+class NullStream:
+    """An audit log stream that drops every line (for a ProxyApp built outside the fixture)."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
 @dataclass
 class FakeResolver:
     """The DNS answers a test controls. A name maps to one answer, or to successive answers

@@ -13,6 +13,7 @@ from proxy.context import Settings
 from tests.proxy.conftest import make_config
 from tests.proxy.forward_support import (
     LOOPBACK_CIDR,
+    NullStream,
     connect_request,
     loopback_resolver,
     raw_exchange,
@@ -321,13 +322,6 @@ def test_tunnel_under_uvloop():
     from proxy.app import ProxyApp
     from proxy.audit import AuditLog
 
-    class Sink:
-        def write(self, text: str) -> None:
-            pass
-
-        def flush(self) -> None:
-            pass
-
     async def scenario() -> bytes:
         async def count_then_answer(reader, writer):
             data = await reader.read()
@@ -337,7 +331,7 @@ def test_tunnel_under_uvloop():
 
         server = await asyncio.start_server(count_then_answer, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        app = ProxyApp(resolve=loopback_resolver("localhost"), audit_log=AuditLog(Sink()))
+        app = ProxyApp(resolve=loopback_resolver("localhost"), audit_log=AuditLog(NullStream()))
         app.apply(make_config(policy=LOOPBACK_CIDR), persist=False)
         await app.start("127.0.0.1", 0)
         try:

@@ -20,7 +20,7 @@ from proxy.config import PolicySpec
 from proxy.context import Settings
 from proxy.tunnel_guard import Refused, TunnelGuard, parse_client_hello
 from tests.proxy.conftest import make_config
-from tests.proxy.forward_support import FakeResolver, connect_request, read_response
+from tests.proxy.forward_support import FakeResolver, NullStream, connect_request, read_response
 from tests.proxy.tls_hello import (
     handshake,
     hello_body,
@@ -534,13 +534,6 @@ def test_a_refusal_under_uvloop():
     from proxy.app import ProxyApp
     from proxy.audit import AuditLog
 
-    class Sink:
-        def write(self, text: str) -> None:
-            pass
-
-        def flush(self) -> None:
-            pass
-
     async def scenario() -> tuple[bytes, list]:
         got = bytearray()
 
@@ -550,7 +543,7 @@ def test_a_refusal_under_uvloop():
 
         server = await asyncio.start_server(keep, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
-        log = AuditLog(Sink(), keep=True)
+        log = AuditLog(NullStream(), keep=True)
         resolver = FakeResolver({"localhost": ["127.0.0.1"]})
         app = ProxyApp(resolve=resolver, audit_log=log)
         app.apply(make_config(policy=POLICY), persist=False)
