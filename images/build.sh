@@ -34,13 +34,15 @@ if [ -z "${DEVBOX_BASE_IMAGE:-}" ] && { [ "${DEVBOX_REBUILD:-0}" = 1 ] || ! have
 fi
 
 wheels=images/.cache/wheels
-if [ ! -f "$wheels/.complete" ] || [ "${DEVBOX_REBUILD:-0}" = 1 ]; then
+# The wheel cache is keyed on the requirements, so a changed pin downloads anew.
+reqs_sum=$(sha256sum proxy/requirements.txt | cut -d' ' -f1)
+if [ "$(cat "$wheels/.complete" 2>/dev/null)" != "$reqs_sum" ] || [ "${DEVBOX_REBUILD:-0}" = 1 ]; then
   echo "images: downloading proxy wheels"
   rm -rf "$wheels" && mkdir -p "$wheels"
   "$python" -m pip download -q --only-binary=:all: --python-version 3.11 \
     --platform "manylinux_2_28_$(uname -m)" --platform "manylinux2014_$(uname -m)" \
     --platform "manylinux_2_17_$(uname -m)" -d "$wheels" -r proxy/requirements.txt
-  touch "$wheels/.complete"
+  echo "$reqs_sum" >"$wheels/.complete"
 fi
 
 echo "images: building devbox/proxy:$version"

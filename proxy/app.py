@@ -27,13 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from proxy import audit, forward, gateway
+from proxy import audit, compat, forward, gateway, pinning
 from proxy.config import GATEWAY_ROUTE, HEALTH_PATH, ConfigError, ProxyConfig
 from proxy.context import IPAddress, ProxyContext, Resolver, Settings, State
 from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
@@ -251,16 +250,7 @@ class ProxyApp:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         s = self.ctx.settings
-        self.ctx.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.max_connections, enable_cleanup_closed=True),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept"),
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=s.connect_timeout, sock_read=s.idle_timeout
-            ),
-        )
+        self.ctx.session = pinning.gateway_session(s)
         self._server = _Server(
             self.dispatch,
             settings=s,
@@ -273,12 +263,12 @@ class ProxyApp:
             max_headers=100,
             read_bufsize=s.stream_chunk,
         )
+        compat.check(self._server)
         self._runner = web.ServerRunner(self._server, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
-        sockname = site._server.sockets[0].getsockname()  # type: ignore[union-attr]
-        self.host, self.port = sockname[0], sockname[1]
+        self.host, self.port = self._runner.addresses[0][:2]
 
     async def close(self) -> None:
         if self._runner is not None:
@@ -307,6 +297,9 @@ class ProxyApp:
                 if own_path is None:
                     self._require_config()
                     return await forward.handle_forward(request, self.ctx)
+                if "#" in target:
+                    # yarl drops a fragment; the gateway's path check must see what was sent
+                    raise ProxyError(400, "'#' is not allowed in a request target")
                 request = request.clone(rel_url=URL(own_path, encoded=True))
                 target = own_path
             path = target.split("?", 1)[0]

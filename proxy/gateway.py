@@ -4,8 +4,11 @@ The devbox proves itself with its worthless gateway token (Authorization: Bearer
 or the header the auth mechanism names; never the query string), compared in constant time.
 The proxy removes the token wherever it appears, sets the real credential where the auth
 mechanism says, adds the custom headers and streams both ways. The upstream is only ever
-the configured endpoint: no policy check, no redirects followed, TLS always verified.
-Whatever the upstream reflects back is redacted (proxy/redact.py).
+the configured endpoint: no policy check, no redirects followed (WebSocket included), TLS
+always verified; the session itself can connect nowhere else (proxy/pinning.py). The path
+must read the same to every upstream (proxy/paths.py). Whatever the upstream reflects back
+is redacted (proxy/redact.py): a body is passed on only in a form the redactor has read,
+else the answer is 502.
 """
 
 from __future__ import annotations
@@ -15,17 +18,20 @@ import base64
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
+from http import HTTPStatus
 from urllib.parse import quote, unquote_plus
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from proxy import audit
 from proxy.config import GATEWAY_ROUTE, ConfigError, GatewayBinding
 from proxy.context import ProxyContext, State
 from proxy.errors import ProxyError, classify
+from proxy.paths import PathError, canonical_path
+from proxy.pinning import UpstreamRedirect, pinned_to
 from proxy.redact import MIN_SECRET_LEN, DecodeError, Decoder, Redactor
 
 HOP_BY_HOP = frozenset(
@@ -52,6 +58,9 @@ WS_HANDSHAKE = frozenset(
     }
 )
 DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
+# Never sent upstream: a Range lets a client fetch a reflected secret in slices that each
+# miss the redactor.
+REQUEST_DROP = frozenset({"range", "if-range"})
 
 
 def check_binding(binding: GatewayBinding) -> None:
@@ -123,11 +132,6 @@ def _split_target(target: str) -> tuple[str, str, str]:
     return unquote_plus(prefix), slash + tail, query
 
 
-def _has_dot_segment(path: str) -> bool:
-    lowered = path.lower().replace("%2e", ".").replace("%2f", "/").replace("\\", "/")
-    return any(seg in (".", "..") for seg in lowered.split("/"))
-
-
 def _upstream_query(query: str, binding: GatewayBinding) -> str:
     parts = []
     key = binding.auth.key if binding.auth.type == "query" else None
@@ -149,20 +153,22 @@ def _upstream_headers(request: web.BaseRequest, binding: GatewayBinding) -> CIMu
     for value in request.headers.getall("Connection", ()):
         drop.update(v.strip().lower() for v in value.split(","))
     drop.update(("authorization", "x-api-key"))
+    drop.update(REQUEST_DROP)
     if binding.auth.type == "header" and binding.auth.key:
         drop.add(binding.auth.key.lower())
     out: CIMultiDict[str] = CIMultiDict()
+    accepted: list[str] = []
     for name, value in request.headers.items():
         lname = name.lower()
         if lname in drop or binding.token in value:
             continue
         if lname == "accept-encoding":
             # only encodings the proxy can decode, so a reflected secret can be redacted
-            kept = [e for e in value.split(",") if e.split(";")[0].strip().lower() in DECODABLE]
-            if not kept:
-                continue
-            value = ",".join(kept)
+            accepted += [e for e in value.split(",") if _coding(e) in DECODABLE]
+            continue
         out.add(name, value)
+    # Always said: with no Accept-Encoding an upstream may pick any coding (br, zstd).
+    out["Accept-Encoding"] = ",".join(accepted) if accepted else "identity"
     for name, value in _credential_headers(binding).items():
         out[name] = value
     return out
@@ -179,9 +185,14 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
             raise ProxyError(404, "no such gateway")
         if not _authorized(request, binding):
             raise ProxyError(401, "missing or wrong gateway token")
-        if _has_dot_segment(rest):
-            raise ProxyError(400, "dot segments are not allowed in a gateway path")
-        resp = await _relay(request, ctx, state, binding, rest, query, tally)
+        if "#" in request.raw_path:
+            raise ProxyError(400, "'#' is not allowed in a gateway request target")
+        try:
+            canonical_path(rest)
+        except PathError as exc:
+            raise ProxyError(400, str(exc)) from None
+        with pinned_to(binding.endpoint):
+            resp = await _relay(request, ctx, state, binding, rest, query, tally)
         tally["status"] = resp.status
         return resp
     except asyncio.CancelledError:
@@ -234,7 +245,20 @@ async def _relay(
     headers = _upstream_headers(request, binding)
     tls = state.upstream_ssl.get(binding.prefix)
     if request.headers.get("Upgrade", "").lower() == "websocket":
-        return await _relay_websocket(request, ctx, binding, rest, upstream_query, headers, tally)
+        try:
+            return await _relay_websocket(
+                request, ctx, binding, rest, upstream_query, headers, tally
+            )
+        except UpstreamRedirect as redirect:
+            # the 3xx goes back to the client, which may follow it itself (without the
+            # credential); the proxy never does
+            resp = web.StreamResponse(status=redirect.status)
+            # its body is not relayed: body=True drops the framing headers
+            _copy_headers(redirect.headers, resp, state.redactors[binding.prefix], body=True)
+            tally["status"] = redirect.status
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
 
     chunk = ctx.settings.stream_chunk
 
@@ -267,25 +291,17 @@ async def _stream_back(
     chunk: int,
     tally: dict[str, int],
 ) -> web.StreamResponse:
-    encoding = upstream.headers.get("Content-Encoding", "").strip().lower()
     no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-    if encoding and encoding != "identity" and encoding not in DECODABLE and not no_body:
-        raise ProxyError(502, "upstream used an unsupported content-encoding")
-    resp = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-    drop = set(HOP_BY_HOP)
-    for value in upstream.headers.getall("Connection", ()):
-        drop.update(v.strip().lower() for v in value.split(","))
-    if not no_body:
-        drop.update(("content-length", "content-encoding"))
-    for name, value in upstream.headers.items():
-        if name.lower() not in drop:
-            resp.headers.add(name, redactor.text(value))
+    encoding = None if no_body else _body_coding(upstream.headers)
+    # the standard phrase: the upstream's own reason phrase could quote the request
+    resp = web.StreamResponse(status=upstream.status, reason=_phrase(upstream.status))
+    _copy_headers(upstream.headers, resp, redactor, body=not no_body)
     tally["status"] = upstream.status
     await resp.prepare(request)
     if no_body:
         await resp.write_eof()
         return resp
-    decoder = Decoder(encoding, chunk) if encoding in DECODABLE else None
+    decoder = Decoder(encoding, chunk) if encoding else None
     body = redactor.body()
 
     async def send(data: bytes) -> None:
@@ -300,11 +316,84 @@ async def _stream_back(
             else:
                 for piece in decoder.feed(data):
                     await send(body.feed(piece))
+        if decoder is not None:
+            await send(body.feed(decoder.finish()))
         await send(body.flush())
     except DecodeError:
         raise ProxyError(502, "upstream sent a bad compressed body") from None
     await resp.write_eof()
     return resp
+
+
+def _coding(token: str) -> str:
+    return token.split(";")[0].strip().lower()
+
+
+def _codings(headers: CIMultiDictProxy[str], name: str) -> list[str]:
+    """Every coding named in every `name` header, in order (empty tokens dropped)."""
+    return [c for value in headers.getall(name, ()) for t in value.split(",") if (c := _coding(t))]
+
+
+def _body_coding(headers: CIMultiDictProxy[str]) -> str | None:
+    """The one coding to undo before redaction (None: identity); ProxyError 502 for any
+    body the redactor could not read once decoded that way."""
+    if any(c != "chunked" for c in _codings(headers, "Transfer-Encoding")):
+        # e.g. `gzip, chunked`: aiohttp undoes only the chunking
+        raise ProxyError(502, "upstream used an unsupported transfer-encoding")
+    codings = [c for c in _codings(headers, "Content-Encoding") if c != "identity"]
+    if len(codings) > 1:
+        raise ProxyError(502, "upstream used more than one content-encoding")
+    if codings and codings[0] not in DECODABLE:
+        raise ProxyError(502, "upstream used an unsupported content-encoding")
+    return codings[0] if codings else None
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+def _copy_headers(
+    headers: CIMultiDictProxy[str], resp: web.StreamResponse, redactor: Redactor, *, body: bool
+) -> None:
+    """Upstream response headers toward the client: hop-by-hop and Connection-listed ones
+    dropped, the body's framing too when the proxy re-frames it, a header whose name holds
+    a secret dropped whole, every value redacted, and the headers a secret is spread over
+    (`X-A: sk-real-` then `X-A: secret`, which a client may join) dropped."""
+    drop = set(HOP_BY_HOP)
+    for value in headers.getall("Connection", ()):
+        drop.update(v.strip().lower() for v in value.split(","))
+    if body:
+        drop.update(("content-length", "content-encoding"))
+    kept = [
+        (name, redactor.text(value))
+        for name, value in headers.items()
+        if name.lower() not in drop and not redactor.holds_secret(name)
+    ]
+    # read in order, and per name (as a client merges repeated fields)
+    groups = [list(range(len(kept)))]
+    for lname in {n.lower() for n, _ in kept}:
+        groups.append([i for i, (n, _) in enumerate(kept) if n.lower() == lname])
+    spread = {i for group in groups for i in _spread_over(group, kept, redactor)}
+    for i, (name, value) in enumerate(kept):
+        if i not in spread:
+            resp.headers.add(name, value)
+
+
+def _spread_over(group: list[int], kept: list[tuple[str, str]], redactor: Redactor) -> set[int]:
+    """The headers in `group` (read one after another) that a secret form runs across."""
+    starts, joined = [], ""
+    for i in group:
+        starts.append(len(joined))
+        joined += kept[i][1]
+    return {
+        group[k]
+        for start, end in redactor.spans(joined)
+        for k, at in enumerate(starts)
+        if at < end and at + len(kept[group[k]][1]) > start
+    }
 
 
 async def _relay_websocket(

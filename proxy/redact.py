@@ -1,7 +1,8 @@
 """Redaction of real credentials that an upstream reflects back toward the devbox.
 
-`Redactor(secrets)` replaces every occurrence of a secret (and its URL-encoded form) with
-MARKER in header values, WebSocket messages and streamed bodies. `BodyRedactor` works chunk
+`Redactor(secrets)` replaces every occurrence of a secret, and of the forms a careless
+endpoint quotes it in (`encoded_forms`), with MARKER in header values, WebSocket messages
+and streamed bodies. `BodyRedactor` works chunk
 by chunk: it holds back only the shortest tail that could be the start of a secret, so a
 server-sent event whose chunk ends in a newline passes without delay.
 `Decoder` turns a gzip/deflate body into identity bytes on the fly (bounded per step), so a
@@ -10,13 +11,60 @@ compressed body can be redacted too.
 
 from __future__ import annotations
 
+import base64
+import json
 import zlib
 from collections.abc import Iterable, Iterator
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus
 
 MARKER = b"[REDACTED]"
 # Secrets shorter than this would turn ordinary text into markers; config rejects them.
 MIN_SECRET_LEN = 4
+# A base64 needle for a secret embedded at an unknown offset in a longer base64 string is
+# only the part fixed by the secret alone; shorter than this it would match ordinary text.
+MIN_EMBEDDED_B64 = 12
+
+
+def _b64_forms(raw: bytes) -> set[bytes]:
+    forms: set[bytes] = set()
+    # The whole secret, encoded alone (standard and urlsafe, padded or not).
+    whole = base64.b64encode(raw)
+    forms |= {whole, whole.rstrip(b"=")}
+    # Embedded at byte offset q of a longer value: the secret's bytes from the next multiple
+    # of 3 on form whole base64 groups that depend on the secret alone. One core per
+    # alignment (q % 3 == 0, 2, 1 -> skip 0, 1, 2 bytes); the characters at either end
+    # mix with the neighbours' bits and stay (up to 3, giving away at most 2 bytes of the
+    # secret per end).
+    for skip in (0, 1, 2):
+        body = raw[skip:]
+        body = body[: len(body) - len(body) % 3]
+        core = base64.b64encode(body)
+        if len(core) >= MIN_EMBEDDED_B64:
+            forms.add(core)
+    return forms | {f.replace(b"+", b"-").replace(b"/", b"_") for f in forms}
+
+
+def _percent_forms(secret: str) -> set[str]:
+    forms = {quote(secret, safe=""), quote(secret), quote_plus(secret, safe="")}
+    raw = secret.encode()
+    forms.add("".join(f"%{b:02X}" for b in raw))  # every byte escaped
+    lower = {_lower_escapes(f) for f in forms}
+    return forms | lower
+
+
+def _lower_escapes(text: str) -> str:
+    parts = text.split("%")
+    return parts[0] + "".join("%" + p[:2].lower() + p[2:] for p in parts[1:])
+
+
+def encoded_forms(secret: str) -> set[bytes]:
+    r"""The secret as sent, and as an endpoint would quote it: percent-encoded (upper or
+    lower hex, `/` kept or not, `+` for space, every byte escaped), JSON-escaped (`\/` too),
+    and base64 (standard and urlsafe, alone or embedded at any of the 3 alignments)."""
+    forms = {secret, *_percent_forms(secret)}
+    as_json = json.dumps(secret)[1:-1]
+    forms |= {as_json, as_json.replace("/", "\\/")}
+    return {f.encode() for f in forms} | _b64_forms(secret.encode())
 
 
 class Redactor:
@@ -25,13 +73,19 @@ class Redactor:
         for secret in secrets:
             if len(secret) < MIN_SECRET_LEN:
                 continue
-            needles.add(secret.encode())
-            needles.add(quote(secret, safe="").encode())
+            needles |= encoded_forms(secret)
         # longest first, so a secret containing another is replaced whole
         self.needles = tuple(sorted(needles, key=len, reverse=True))
         self._text = tuple(n.decode() for n in self.needles)
         self._starts = frozenset(n[:1] for n in self.needles)
         self._longest = max((len(n) for n in self.needles), default=1) - 1
+        self._folded = tuple(n.decode().lower() for n in self.needles)
+
+    def holds_secret(self, name: str) -> bool:
+        """Whether `name` (a header name: case-insensitive, as HTTP/2 hops lowercase it)
+        contains any form of a secret."""
+        lowered = name.lower()
+        return any(n in lowered for n in self._folded)
 
     def bytes(self, data: bytes) -> bytes:
         for needle in self.needles:
@@ -44,6 +98,16 @@ class Redactor:
             if needle in value:
                 value = value.replace(needle, MARKER.decode())
         return value
+
+    def spans(self, value: str) -> list[tuple[int, int]]:
+        """Where any form of a secret occurs in `value` (start, end), overlaps included."""
+        found = []
+        for needle in self._text:
+            i = value.find(needle)
+            while i != -1:
+                found.append((i, i + len(needle)))
+                i = value.find(needle, i + 1)
+        return found
 
     def body(self) -> BodyRedactor:
         return BodyRedactor(self)
@@ -104,7 +168,12 @@ class DecodeError(Exception):
 
 
 class Decoder:
-    """gzip / deflate (zlib or raw) to identity, at most `step` output bytes at a time."""
+    """gzip / deflate (zlib or raw) to identity, at most `step` output bytes at a time.
+
+    A gzip body may hold several members (RFC 1952), decoded in turn; any other byte after
+    the end of the compressed data, or a body that ends before it, is a DecodeError: the
+    body is passed on exactly as declared, or not at all.
+    """
 
     def __init__(self, encoding: str, step: int = 64 * 1024) -> None:
         self._encoding = encoding
@@ -112,10 +181,18 @@ class Decoder:
         # 32+: accept a gzip or zlib header; raw deflate is tried if that fails at once
         self._d = zlib.decompressobj(zlib.MAX_WBITS | 32)
         self._started = False
+        self._gzip = encoding != "deflate"
+        self._empty = True  # an empty body declared compressed is just empty
 
     def feed(self, chunk: bytes) -> Iterator[bytes]:
         data = chunk
-        while not self._d.eof:
+        self._empty = self._empty and not chunk
+        while data or not self._d.eof:
+            if self._d.eof:
+                # more after the end: only a further gzip member may follow
+                if not self._gzip:
+                    raise DecodeError("data after the end of a compressed body")
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
             try:
                 out = self._d.decompress(data, self._step)
             except zlib.error:
@@ -127,13 +204,17 @@ class Decoder:
             self._started = True
             if out:
                 yield out
-            data = self._d.unconsumed_tail
+            data = self._d.unconsumed_tail or (self._d.unused_data if self._d.eof else b"")
             # a full step may leave output pending for input already consumed
             if not data and len(out) < self._step:
                 return
 
-    def flush(self) -> bytes:
+    def finish(self) -> bytes:
+        """What is left at the end of the body; DecodeError if the body was cut short."""
         try:
-            return self._d.flush()
+            tail = self._d.flush()
         except zlib.error:
             raise DecodeError("bad compressed body") from None
+        if not self._d.eof and not self._empty:
+            raise DecodeError("compressed body cut short")
+        return tail

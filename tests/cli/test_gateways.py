@@ -130,7 +130,10 @@ def test_auth_refused(spec, message):
     with pytest.raises(UsageError) as err:
         Client().create_gateway("g", "https://e.com", auth=spec)
     assert message in err.value.message
-    assert "bearer, basic, header:HEADER" in (err.value.hint or "bearer, basic, header:HEADER")
+    if "proxy manages" in message:
+        assert err.value.hint is None  # a header the proxy owns: no list of auth types helps
+    else:
+        assert err.value.hint is not None and "bearer, basic, header:HEADER" in err.value.hint
 
 
 # -- headers -------------------------------------------------------------------------------
