@@ -30,9 +30,10 @@ from yarl import URL
 from proxy import audit
 from proxy.context import IPAddress, ProxyContext
 from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
-from proxy.policy import Decision, Policy, PolicyError, decide, normalize_host, parse_ip_literal
+from proxy.policy import Decision, PolicyError, decide, normalize_host, parse_ip_literal
 from proxy.resolve import local_addresses, resolve
 from proxy.tunnel import Detached, Tunnel
+from proxy.tunnel_guard import Check, TunnelGuard
 
 __all__ = ["handle_connect", "handle_forward", "local_addresses"]
 
@@ -194,15 +195,6 @@ def _refuse(decision: Decision) -> ProxyError:
     return ProxyError(403, f"denied by policy: {decision.reason} (rule {decision.rule})")
 
 
-def _needs_addresses(policy: Policy | None, decision: Decision) -> bool:
-    """Whether a name refused on its name alone could still be admitted by its addresses.
-
-    Only an allow-cidr admits by address; without one, "no-match" is final and the name is
-    not looked up at all.
-    """
-    return decision.rule == "no-match" and policy is not None and bool(policy.allow_cidrs)
-
-
 async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAddress]:
     """The checked addresses to connect to, or ProxyError (403, 502, 503)."""
     state = ctx.state
@@ -213,8 +205,10 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
     if target.ip is not None:
         addresses: list[IPAddress] = [target.ip]
     else:
+        # A name no rule admits is refused here, unresolved: an allow-cidr admits only the
+        # addresses of admitted names, so a refused name never leaves through DNS.
         first = decide(policy, target.host, target.port, (), own_addresses=own)
-        if not first.allowed and not _needs_addresses(policy, first):
+        if not first.allowed:
             record.rule = first.rule
             raise _refuse(first)
         resolver = ctx.resolve or resolve
@@ -223,10 +217,6 @@ async def admit(ctx: ProxyContext, target: Target, record: _Record) -> list[IPAd
         except OSError:
             addresses = []
         if not addresses:
-            if not first.allowed:
-                # only an allow-cidr could have admitted it, and there is no address to admit
-                record.rule = first.rule
-                raise _refuse(first)
             record.rule = "dns"
             raise ProxyError(502, f"cannot resolve {target.host}")
     decision = decide(policy, target.host, target.port, addresses, own_addresses=own)
@@ -416,7 +406,8 @@ async def _connect(
     target = make_target(host, port)
     record.host, record.port = target.host, target.port
     addresses = await admit(ctx, target, record)
-    tunnel = Tunnel(ctx.settings.idle_timeout)
+    guard = TunnelGuard(*_inside_checks(ctx, target))
+    tunnel = Tunnel(ctx.settings.idle_timeout, guard, ctx.settings.header_timeout)
     try:
         await tunnel.connect(addresses, target.port, ctx.settings.connect_timeout)
     except TimeoutError:
@@ -434,4 +425,47 @@ async def _connect(
     finally:
         tunnel.abort()
         record.bytes_in, record.bytes_out = tunnel.bytes_in, tunnel.bytes_out
+        if tunnel.refused is not None:
+            # the 200 has gone out: the refusal is the closed connection and this record
+            record.decision, record.rule = "deny", tunnel.refused.rule
     return Detached(status=200)
+
+
+def _inside_checks(ctx: ProxyContext, target: Target) -> tuple[Check, Check]:
+    """check_sni and check_host for a tunnel to `target` (see proxy/tunnel_guard.py).
+
+    A name target: the TLS server name and every plain-HTTP Host must be that name (after
+    the same normalization as policy names: case, trailing dot, IDNA); a TLS hello without
+    a server name is refused. An IP literal target: no server name is normal; one that is
+    given (or a Host name) must be a name the policy admits at that address.
+    """
+    state = ctx.state
+    policy = state.policy if state is not None else None
+
+    def same_host(host: str, rule: str) -> str | None:
+        try:
+            name = normalize_host(host)
+        except PolicyError:
+            return f"{rule}-invalid"
+        if name == target.host:
+            return None
+        if target.ip is None or parse_ip_literal(name) is not None:
+            return f"{rule}-mismatch"
+        decision = decide(policy, name, target.port, [target.ip], own_addresses=ctx.own_addresses)
+        return None if decision.allowed else f"{rule}-not-allowed"
+
+    def check_sni(name: str | None) -> str | None:
+        if name is None:
+            return None if target.ip is not None else "tunnel:tls-sni-missing"
+        return same_host(name, "tunnel:tls-sni")
+
+    def check_host(value: str | None) -> str | None:
+        try:
+            host, port = parse_authority(value or "", default_port=target.port)
+        except ProxyError:
+            return "tunnel:http-host-invalid"
+        if port != target.port:
+            return "tunnel:http-host-mismatch"
+        return same_host(host, "tunnel:http-host")
+
+    return check_sni, check_host

@@ -7,12 +7,23 @@ name itself and passes every address it will connect to; `decide` checks all of 
 Order of a decision (first hit wins):
  1. a host that cannot be normalized, or a bad port: refused ("invalid-host");
  2. a deny rule matching the host, or an IP deny rule matching any address: refused;
- 3. per address: the proxy's own address is refused ("own-address"); an address in an
-    always-refused range is refused unless an allow-cidr covers it ("private:<range>");
- 4. no policy attached: allowed ("no-policy");
- 5. an allow rule matching the host ("allow:<pattern>"), else allow_all ("allow-all"),
-    else every address covered by an allow-cidr ("allow-cidr:<cidr>");
- 6. otherwise refused ("no-match").
+ 3. a cloud metadata or host-service name (metadata.google.internal ...): refused
+    ("metadata:<name>");
+ 4. per address: the proxy's own address, and the unspecified address (0.0.0.0/8, ::),
+    which reaches the local host as loopback does, are refused by every rule
+    ("own-address"); a cloud host endpoint (169.254.169.254, Azure's 168.63.129.16, ...)
+    is refused unless an allow-cidr names exactly that address ("private:<address>/32");
+    an address in an always-refused range is refused unless an allow-cidr covers it
+    ("private:<range>");
+ 5. no policy attached: allowed ("no-policy");
+ 6. an allow rule matching the host ("allow:<pattern>"), else allow_all ("allow-all"),
+    else an IP literal host covered by an allow-cidr ("allow-cidr:<cidr>");
+ 7. otherwise refused ("no-match").
+
+An allow-cidr admits IP literals in its range, and the addresses (private ones included) of
+names an allow rule or allow_all admits. It never admits a name by itself: a name that no
+allow rule admits is refused on the name alone, so the proxy never looks it up and
+`<data>.attacker.example` cannot leave through DNS.
 
 Host patterns: an exact hostname or IP, or `*.example.com` (any subdomain at any depth, not
 the apex), with an optional `:PORT`. A wildcard over a single label (`*.com`) is refused: it
@@ -169,6 +180,37 @@ _V6_SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
     )
 )
 
+# Cloud metadata and host-service endpoints: credentials and host control live behind them.
+# Most sit in an always-refused range already, but a broad allow-cidr (169.254.0.0/16,
+# 0.0.0.0/0) must not open them, and Azure's wireserver is a public address: each is
+# admitted only by an allow-cidr naming exactly that address.
+_CLOUD_ENDPOINTS: dict[IPAddress, str] = {
+    ipaddress.ip_address(addr): label
+    for addr, label in (
+        ("169.254.169.254", "cloud metadata (AWS, GCP, Azure, OpenStack ...)"),
+        ("169.254.170.2", "AWS ECS task metadata"),
+        ("169.254.170.23", "AWS EKS pod identity"),
+        ("169.254.0.23", "Tencent Cloud metadata"),
+        ("168.63.129.16", "Azure host endpoint (wireserver)"),
+        ("100.100.100.200", "Alibaba Cloud metadata"),
+        ("192.0.0.192", "Oracle Cloud metadata"),
+        ("fd00:ec2::254", "AWS IPv6 metadata"),
+        ("fd00:ec2::23", "AWS EKS pod identity (IPv6)"),
+        ("fd20:ce::254", "GCP IPv6 metadata"),
+    )
+}
+# Names of metadata services, refused before any lookup (their addresses are refused too).
+METADATA_NAMES = frozenset(
+    {
+        "metadata.google.internal",
+        "metadata.goog",
+        "instance-data.ec2.internal",
+        "metadata.tencentyun.com",
+        "metadata.azure.internal",
+    }
+)
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
 _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 _COMPAT = ipaddress.ip_network("::/96")
@@ -203,7 +245,7 @@ def _special(ip: IPAddress) -> tuple[str, str] | None:
         for net, label in _V4_SPECIAL:
             if ip in net:
                 return f"{label} {net}", str(net)
-        return None
+        return _cloud(ip)
     for net, label in _V6_SPECIAL:
         if ip in net:
             return f"{label} {net}", str(net)
@@ -211,7 +253,20 @@ def _special(ip: IPAddress) -> tuple[str, str] | None:
         inner = _special(v4)
         if inner is not None:
             return f"{inner[0]} (embedded as {v4} in {form})", inner[1]
-    return None
+    return _cloud(ip)
+
+
+def _cloud(ip: IPAddress) -> tuple[str, str] | None:
+    label = _CLOUD_ENDPOINTS.get(ip)
+    return None if label is None else (f"{label} {ip}", str(ipaddress.ip_network(ip)))
+
+
+def is_unspecified(ip: IPAddress) -> bool:
+    """0.0.0.0/8 and `::`: a connect to them reaches the local host, as loopback does."""
+    ip = _fold(ip)
+    if isinstance(ip, ipaddress.IPv4Address):
+        return ip in _THIS_NETWORK
+    return ip.is_unspecified
 
 
 def special_range(ip: IPAddress) -> str | None:
@@ -415,8 +470,8 @@ class Policy:
 
     @property
     def allow_cidrs(self) -> tuple[IPNetwork, ...]:
-        """The allow-cidr networks. When empty, a name refused on the name alone ("no-match")
-        stays refused whatever it resolves to, so a caller may skip the lookup."""
+        """The allow-cidr networks. They never admit a name by themselves: a name refused on
+        the name alone stays refused whatever it resolves to, so it is never looked up."""
         return self._cidrs
 
     @classmethod
@@ -454,8 +509,11 @@ class Policy:
         return None
 
     def _cidr_for(self, ip: IPAddress) -> IPNetwork | None:
+        """The allow-cidr covering `ip`; for a cloud host endpoint only one naming exactly
+        that address counts."""
+        exact = ip in _CLOUD_ENDPOINTS
         for net in self._cidrs:
-            if ip.version == net.version and ip in net:
+            if ip.version == net.version and ip in net and (not exact or net.num_addresses == 1):
                 return net
         return None
 
@@ -519,6 +577,11 @@ def _decide(
                     f"deny:{hit}",
                 )
 
+    if literal is None and name in METADATA_NAMES:
+        return Decision(
+            False, f"host {shown} is a cloud metadata service, always refused", f"metadata:{name}"
+        )
+
     own = {_fold(a) for a in own_addresses}
     # Every 127/8 address is the local host: when the proxy has a loopback address, all of
     # them are its own (an --allow-cidr for loopback must not let a request loop into it).
@@ -527,16 +590,23 @@ def _decide(
     for a in checked:
         if a in own or (own_loopback and a.is_loopback):
             return Decision(False, f"address {a} is the proxy's own address", "own-address")
+        if is_unspecified(a):
+            return Decision(
+                False,
+                f"address {a} is the unspecified address, which reaches the proxy itself",
+                "own-address",
+            )
         cidr = policy._cidr_for(a) if policy is not None else None
         cidr_hits.append(cidr)
         special = _special(a)
         if special is not None and cidr is None:
             what = f"host {shown}" if a == literal else f"address {a} of host {shown}"
-            return Decision(
-                False,
-                f"{what} is in the {special[0]} range, refused unless an --allow-cidr covers it",
-                f"private:{special[1]}",
-            )
+            cloud = _CLOUD_ENDPOINTS.get(a)
+            if cloud is not None:
+                why = f"is the {cloud}, refused unless an --allow-cidr names exactly {a}"
+            else:
+                why = f"is in the {special[0]} range, refused unless an --allow-cidr covers it"
+            return Decision(False, f"{what} {why}", f"private:{special[1]}")
 
     if policy is None:
         return Decision(
@@ -549,10 +619,12 @@ def _decide(
         return Decision(
             True, f"policy '{policy.name}' allows every public destination", "allow-all"
         )
-    if checked and all(c is not None for c in cidr_hits):
+    if literal is not None and cidr_hits[0] is not None:
+        # only an IP literal: a name is admitted by an allow rule or not at all, so a
+        # refused name need never be resolved (no DNS exfiltration through an allow-cidr)
         net = cidr_hits[0]
         return Decision(
-            True, f"address {checked[0]} is allowed by --allow-cidr {net}", f"allow-cidr:{net}"
+            True, f"address {literal} is allowed by --allow-cidr {net}", f"allow-cidr:{net}"
         )
     return Decision(
         False, f"{shown}:{port} matches no allow rule of policy '{policy.name}'", "no-match"

@@ -271,8 +271,9 @@ class PolicyService:
 
     def check(self, name: str, url: str) -> PolicyCheck:
         """Dry run: would the proxy let this devbox reach `url` (or HOST[:PORT])? Decides on
-        the name and, where it resolves, on every address; the proxy's own addresses are
-        not known here, so they are not checked."""
+        the name and, when the name is admitted and resolves here, on every address; a name
+        refused on the name is not looked up, as the proxy never looks it up. The proxy's
+        own addresses are not known here, so they are not checked."""
         return check_url(compile_policy(self.get(name)), url)
 
 

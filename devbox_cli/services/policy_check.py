@@ -91,20 +91,27 @@ def resolve(host: str, port: int, timeout: float = RESOLVE_TIMEOUT) -> list[IPAd
 
 
 def check_url(policy: Policy, url: str) -> PolicyCheck:
-    """Decide on the name and, where it resolves, on every address; the proxy's own
-    addresses are not known here, so they are not checked."""
+    """Decide on the name and, when the name is admitted and resolves here, on every
+    address; the proxy's own addresses are not known here, so they are not checked."""
     host, port = parse_target(url)
     try:
         shown = normalize_host(host)
     except PolicyError:
         shown = host
     literal = parse_ip_literal(shown)
-    addresses = [] if literal is not None else (resolve(shown, port) or [])
-    decision = policy.decide(host, port, addresses)
+    # As the proxy does: a name refused on the name alone is never looked up (an
+    # allow-cidr admits only the addresses of names an allow rule admits).
+    decision = policy.decide(host, port)
+    looked_up = literal is None and decision.allowed
+    addresses = (resolve(shown, port) or []) if looked_up else []
+    if addresses:
+        decision = policy.decide(host, port, addresses)
     reason = decision.reason
     resolved = literal is not None or bool(addresses)
-    if not resolved and decision.rule != "invalid-host":
+    if looked_up and not resolved:
         reason += f" (decided on the name only: {shown} does not resolve here)"
+    elif literal is None and decision.rule != "invalid-host" and not looked_up:
+        reason += " (refused on the name: the proxy never looks it up)"
     return PolicyCheck(
         allowed=decision.allowed,
         reason=reason,

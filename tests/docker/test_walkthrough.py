@@ -116,8 +116,8 @@ def test_any_other_host_is_refused_with_403(walk: Walk, url: str):
 
 @pytest.mark.parametrize("url", ["http://example.com/", "http://api.anthropic.com.evil.test/"])
 def test_an_unresolvable_other_host_is_refused_with_403(walk: Walk, url: str):
-    # This test policy has an --allow-cidr, so the proxy looks a no-match name up before
-    # refusing it; a name with no address is still a policy refusal, not an upstream error.
+    # A name no allow rule admits is refused on the name, never looked up, although this
+    # test policy has an --allow-cidr (it admits addresses of admitted names only).
     proc = walk.cli.sh(walk.name, f'curl -s -o /dev/null -w "%{{http_code}}" {url}')
     assert proc.stdout == "403"
 
@@ -168,7 +168,9 @@ def test_policy_update_is_in_force_when_the_command_returns(walk: Walk):
     probe = 'curl -s -o /dev/null -w "%{http_code}" http://other.example.test/'
     assert walk.cli.sh(walk.name, probe).stdout == "403"
     other = f"{walk.cli.infra.other_ip}/32"
-    out = walk.cli.json("policy", "update", "anthropic-only", "--add-allow-cidr", other)
+    # the name needs an allow rule; the allow-cidr lets its private address in
+    out = walk.cli.json("policy", "update", "anthropic-only", "--add-allow", "other.example.test",
+                        "--add-allow-cidr", other)  # fmt: skip
     try:
         assert out["applied_to"] == [walk.name]
         assert walk.cli.sh(walk.name, probe).stdout == "200"
@@ -179,7 +181,8 @@ def test_policy_update_is_in_force_when_the_command_returns(walk: Walk):
             and shown["proxy"]["id"] == walk.created["proxy"]["id"]
         )
     finally:
-        walk.cli("policy", "update", "anthropic-only", "--remove-allow-cidr", other)
+        walk.cli("policy", "update", "anthropic-only", "--remove-allow", "other.example.test",
+                 "--remove-allow-cidr", other)  # fmt: skip
     assert walk.cli.sh(walk.name, probe).stdout == "403"
 
 
