@@ -13,17 +13,30 @@ from __future__ import annotations
 
 import json
 import socketserver
+import struct
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+Raw = Callable[[BinaryIO, BinaryIO], None]
+
+
+UPGRADED = b"HTTP/1.1 101 UPGRADED\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n\r\n"
+
+
+def frame(stream: int, data: bytes) -> bytes:
+    """One frame of Docker's multiplexed stream (1 stdout, 2 stderr)."""
+    return struct.pack(">BxxxL", stream, len(data)) + data
 
 
 class FakeEngine:
     def __init__(self, directory: Path) -> None:
         self.path = directory / "engine.sock"
-        self.routes: dict[tuple[str, str], tuple[int, bytes]] = {}
+        self.routes: dict[tuple[str, str], tuple[int, bytes] | Raw] = {}
         self.seen: list[tuple[str, str]] = []
+        self.bodies: dict[str, Any] = {}  # path -> the JSON body of the last request to it
         engine = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -31,7 +44,14 @@ class FakeEngine:
                 path = self.path.split("?")[0]
                 path = path.split("/", 2)[2] if path.startswith("/v1.") else path[1:]
                 engine.seen.append((self.command, "/" + path))
-                status, body = engine._lookup(self.command, "/" + path)
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    engine.bodies["/" + path] = json.loads(self.rfile.read(length))
+                answer = engine._lookup(self.command, "/" + path)
+                if callable(answer):
+                    answer(self.rfile, self.wfile)
+                    return
+                status, body = answer
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
@@ -61,7 +81,12 @@ class FakeEngine:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.routes[(method, prefix)] = (status, raw)
 
-    def _lookup(self, method: str, path: str) -> tuple[int, bytes]:
+    def hijack(self, method: str, prefix: str, serve: Raw) -> None:
+        """Answer with raw bytes: `serve(rfile, wfile)` writes the whole answer itself (an
+        exec's upgraded stream) and may read what the client sends after its request."""
+        self.routes[(method, prefix)] = serve
+
+    def _lookup(self, method: str, path: str) -> tuple[int, bytes] | Raw:
         for (m, prefix), answer in sorted(self.routes.items(), key=lambda r: -len(r[0][1])):
             if m == method and path.startswith(prefix):
                 return answer
