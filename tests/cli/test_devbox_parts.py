@@ -3,6 +3,7 @@ its wire helpers, the box's environment, the spec parsers, the label schema and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import struct
@@ -334,19 +335,20 @@ def test_views_as_json():
         gateways=gateway_views({LABEL_GATEWAYS: gateways_label({"K": ("g", "S")})}),
         proxy=ProxyView("def", "running", "ok"),
     )
-    assert box.to_json() == {
+    got = box.to_json()
+    assert set(got) == {f.name for f in dataclasses.fields(Devbox)}  # every field is shown
+    assert {k: got[k] for k in ("name", "id", "status", "image", "policy")} == {
         "name": "b",
         "id": "abc",
         "status": "running",
         "image": "img",
         "policy": None,
-        "gateways": [
-            {"prefix": "K", "gateway": "g", "secret": "S", "url": "http://proxy:3128/gw/K"}
-        ],
-        "proxy": {"id": "def", "status": "running", "health": "ok"},
-        "created_at": None,
-        "egress_network": None,
     }
+    assert got["gateways"] == [
+        {"prefix": "K", "gateway": "g", "secret": "S", "url": "http://proxy:3128/gw/K"}
+    ]
+    assert got["proxy"] == {"id": "def", "status": "running", "health": "ok"}
+    assert (got["created_at"], got["egress_network"]) == (None, None)
     assert DeleteResult("b", False).to_json() == {"name": "b", "removed": False}
 
 

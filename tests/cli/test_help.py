@@ -42,7 +42,7 @@ def test_every_command_takes_h(capsys, path, flag):
         (["list", "--bogus"], "No such option: --bogus", "devbox list"),
         (["secret", "create"], "Missing argument 'name'.", "devbox secret create"),
         (["gateway", "list", "-o", "yaml"], "Invalid value for '--output'", "devbox gateway list"),
-        (["create", "--cpus", "lots"], "Invalid value for '--cpus'", "devbox create"),
+        (["logs", "b", "--tail", "lots"], "Invalid value for '--tail'", "devbox logs"),
         (["policy", "check", "p"], "Missing argument 'url'.", "devbox policy check"),
     ],
 )
