@@ -116,6 +116,8 @@ def gateway_views(labels: Mapping[str, str]) -> tuple[GatewayView, ...]:
         raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
     except ValueError:
         raw = {}
+    if not isinstance(raw, dict):  # any engine user can label a container
+        raw = {}
     return tuple(
         GatewayView(
             prefix,
