@@ -29,8 +29,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from proxy.context import MAX_HEAD_BYTES
+
 MAX_HELLO = 64 * 1024  # a ClientHello with post-quantum key shares is ~2 KB; padding ~16 KB
-MAX_HEAD = 32 * 1024  # one request head (the proxy's own limit for its request heads)
 MAX_CHUNK_LINE = 1024
 
 ECH_EXTENSIONS = frozenset({0xFE0D, 0xFFCE})  # encrypted_client_hello; draft encrypted SNI
@@ -118,7 +119,7 @@ class TunnelGuard:
         if _CONTROL.search(line.rstrip(b"\r")):
             return "pass"  # no HTTP server takes a control byte in a request line
         if end < 0:
-            if len(self._buf) > MAX_HEAD:
+            if len(self._buf) > MAX_HEAD_BYTES:
                 # text with no line end: it could still become a request line
                 raise Refused("tunnel:unclassified-first-line")
             return "line"
@@ -308,7 +309,7 @@ class _HttpFramer:
                 self._state = "head" if self._state == "body" else "chunk-end"
                 continue
             line_end = self._buf.find(b"\r\n\r\n" if self._state == "head" else b"\r\n")
-            limit = MAX_HEAD if self._state in ("head", "trailers") else MAX_CHUNK_LINE
+            limit = MAX_HEAD_BYTES if self._state in ("head", "trailers") else MAX_CHUNK_LINE
             if line_end < 0:
                 if len(self._buf) > limit:
                     raise Refused("tunnel:http-malformed")

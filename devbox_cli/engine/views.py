@@ -124,6 +124,8 @@ def bindings_of(labels: Mapping[str, str]) -> tuple[Binding, ...]:
         raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
     except ValueError:
         raw = {}
+    if not isinstance(raw, dict):  # any engine user can label a container
+        raw = {}
     return tuple(
         Binding(prefix, str(ref.get("gateway")), str(ref.get("secret")))
         for prefix, ref in sorted(raw.items())

@@ -26,6 +26,8 @@ def run(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess[str
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
+    if proc.returncode != 0:  # README: errors are one or two lines
+        assert 1 <= len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
     return proc
 
 

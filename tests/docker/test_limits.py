@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.conftest import IN_CI
+from tests.conftest import in_ci
 from tests.docker.conftest import RUN, Cli, docker
 
 pytestmark = pytest.mark.docker
@@ -212,7 +212,7 @@ def _has_runtime(name: str) -> bool:
 def test_a_devbox_under_crun(cli: Cli, abuser):
     if not _has_runtime("crun"):
         reason = "no crun runtime in this engine: run scripts/ensure-docker.sh as root"
-        if IN_CI:
+        if in_ci():
             pytest.fail(reason)
         pytest.skip(reason)
     name = abuser("crun", "--runtime", "crun")
@@ -226,7 +226,7 @@ def test_a_devbox_under_crun(cli: Cli, abuser):
         ["crun", "--root", "/run/docker/runtime-runc/moby", "state", container["Id"]],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
-    if state.returncode == 0 or IN_CI:
+    if state.returncode == 0 or in_ci():
         assert json.loads(state.stdout)["status"] == "running", state.stderr
 
 

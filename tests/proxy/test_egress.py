@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from proxy import forward
+from proxy import audit, egress
 from proxy.context import ProxyContext, Settings, State
 from proxy.policy import Policy
 from proxy.resolve import local_addresses
@@ -140,9 +140,9 @@ async def test_no_policy_admits_a_public_destination():
         settings=Settings(),
         resolve=resolver,
     )
-    record = forward._Record(kind="connect", method="CONNECT", started=time.monotonic())
-    target = forward.make_target("Example.TEST.", 443)
-    addresses = await forward.admit(ctx, target, record)
+    record = audit.Record(kind="connect", method="CONNECT", started=time.monotonic())
+    target = egress.make_target("Example.TEST.", 443)
+    addresses = await egress.admit(ctx, target, record)
     assert [str(a) for a in addresses] == ["93.184.216.34", "2606:2800:220:1::1"]
     assert (record.decision, record.rule) == ("allow", "no-policy")
     assert resolver.calls == ["example.test"]

@@ -462,11 +462,11 @@ async def test_a_fronting_second_hello_is_refused_end_to_end(guard_proxy, sink):
     assert (await audited(guard_proxy))["rule"] == "tunnel:tls-sni-mismatch"
 
 
-# --- the checks forward.py builds ----------------------------------------------------------
+# --- the checks connect.py builds ----------------------------------------------------------
 
 
 def inside_checks(host: str, port: int = 443, spec: PolicySpec = POLICY):
-    from proxy import forward
+    from proxy import connect, egress
     from proxy.context import ProxyContext, State
     from proxy.policy import Policy
 
@@ -475,7 +475,7 @@ def inside_checks(host: str, port: int = 443, spec: PolicySpec = POLICY):
         state=State(config=config, policy=Policy.compile(spec), gateways={}),
         settings=Settings(),
     )
-    return forward._inside_checks(ctx, forward.make_target(host, port))
+    return connect.inside_checks(ctx, egress.make_target(host, port))
 
 
 @pytest.mark.parametrize(
