@@ -15,7 +15,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -119,12 +119,9 @@ class Record:
 
 
 @contextlib.contextmanager
-def recorded(
-    ctx: ProxyContext, record: Record, *, settle: Callable[[Record], None] | None = None
-) -> Iterator[Record]:
+def recorded(ctx: ProxyContext, record: Record) -> Iterator[Record]:
     """Write `record` once when the block ends. A status already set (the response went
-    out) stands; else a client that left is 499 and an error gets the status it maps to.
-    `settle` fills in what depends on the final status, just before the write."""
+    out) stands; else a client that left is 499 and an error gets the status it maps to."""
     try:
         yield record
     except asyncio.CancelledError:
@@ -134,7 +131,5 @@ def recorded(
         record.status = record.status or classify(exc)[0]
         raise
     finally:
-        if settle is not None:
-            settle(record)
         state = ctx.state
         ctx.audit(record.line(state.config.devbox if state is not None else None))

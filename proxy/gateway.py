@@ -169,7 +169,7 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
         endpoint = URL(binding.endpoint)
         record.host, record.port, record.path = endpoint.host, endpoint.port, rest
         record.rule, record.prefix = "gateway", prefix
-    with audit.recorded(ctx, record, settle=_decision):
+    with audit.recorded(ctx, record):
         if binding is None:
             raise ProxyError(404, "no such gateway")
         if not _authorized(request, binding):
@@ -180,15 +180,13 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
             canonical_path(rest)
         except PathError as exc:
             raise ProxyError(400, str(exc)) from None
+        # From here on the request is the proxy's to pass on: a 401 or 404 after this point
+        # is the endpoint's own answer, not a refusal.
+        record.decision = "allow"
         with pinned_to(binding.endpoint):
             resp = await _relay(request, ctx, state, binding, rest, query, record)
         record.status = resp.status
         return resp
-
-
-def _decision(record: audit.Record) -> None:
-    # As the log has always read: a 401 or 404 is a refusal (the upstream's own included).
-    record.decision = "deny" if record.status in (401, 404) else "allow"
 
 
 def _upstream_url(binding: GatewayBinding, rest: str, query: str, *, ws: bool = False) -> URL:
