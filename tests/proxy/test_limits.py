@@ -146,7 +146,7 @@ async def test_connection_cap_refuses_extra_connections(start_proxy):
     await wait_for_connections(proxy, 3)
     answer = await exchange(proxy, HEALTH)
     assert status_of(answer) == 503
-    assert answer.endswith(b"too many connections")
+    assert answer.endswith(b"too many connections\n")
     # the refused one was never counted, and the held ones are still served
     assert len(proxy.app._server.connections) == 3
     reader, writer = held[0]
