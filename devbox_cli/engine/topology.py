@@ -94,25 +94,27 @@ class Rollback:
                 remove(ident)
 
 
-def create_box_network(docker: DockerBackend, name: str) -> str:
+def create_box_network(docker: DockerBackend, name: str, store: str) -> str:
     """The devbox's own network: internal (no route out) and with inhibit_ipv4 (the host
     has no address on it, so the box cannot reach any host address either)."""
     return docker.create_network(
         box_network(name),
-        labels=labels_for(name, "network"),
+        labels=labels_for(name, "network", store),
         internal=True,
         options={"com.docker.network.bridge.inhibit_ipv4": "true"},
     )
 
 
-def create_proxy(docker: DockerBackend, name: str, image: str, network: str, egress: str) -> str:
+def create_proxy(
+    docker: DockerBackend, name: str, store: str, image: str, network: str, egress: str
+) -> str:
     """The proxy container (created, not started), on the devbox's network as `proxy`."""
     return docker.create_container(
         image,
         name=proxy_container(name),
         network=network,
         aliases=[PROXY_HOST],
-        labels=labels_for(name, "proxy", **{LABEL_EGRESS: egress}),
+        labels=labels_for(name, "proxy", store, **{LABEL_EGRESS: egress}),
         host=PROXY_HOST_CONFIG,
     )
 
@@ -121,6 +123,7 @@ def create_box(
     made: Rollback,
     *,
     name: str,
+    store: str,
     image: str,
     network: str,
     environment: dict[str, str],
@@ -134,7 +137,10 @@ def create_box(
 
     docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
     labels = labels_for(
-        name, "box", **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""}
+        name,
+        "box",
+        store,
+        **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""},
     )
     box_id = made.container(
         docker.create_container(

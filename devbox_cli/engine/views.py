@@ -25,6 +25,7 @@ LABEL_VERSION = "devbox.version"
 LABEL_GATEWAYS = "devbox.gateways"
 LABEL_POLICY = "devbox.policy"
 LABEL_EGRESS = "devbox.egress"
+LABEL_STORE = "devbox.store"  # the identity of the store that made it (Store.identity)
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,14 @@ class DeleteResult:
 # -- labels and container fields -----------------------------------------------------------
 
 
-def labels_for(name: str, role: str, **extra: str) -> dict[str, str]:
-    return {LABEL_NAME: name, LABEL_ROLE: role, LABEL_VERSION: VERSION, **extra}
+def labels_for(name: str, role: str, store: str, **extra: str) -> dict[str, str]:
+    return {
+        LABEL_NAME: name,
+        LABEL_ROLE: role,
+        LABEL_VERSION: VERSION,
+        LABEL_STORE: store,
+        **extra,
+    }
 
 
 def gateways_label(bindings: Iterable[Binding]) -> str:

@@ -48,6 +48,7 @@ class CreatePlan:
     """Everything `devbox create` will make, checked before anything is."""
 
     name: str
+    store: str  # Store.identity() of the store making it
     image: str
     proxy_image: str
     bindings: tuple[Binding, ...]
@@ -91,6 +92,7 @@ def plan_create(
     egress = egress_network(docker)
     return CreatePlan(
         name=name,
+        store=configs.store.identity(),
         image=image,
         proxy_image=proxy_image,
         bindings=bindings,
@@ -112,11 +114,12 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         say("creating the network")
         if plan.egress == DEFAULT_EGRESS and docker.network(plan.egress) is None:
             make_default_egress(docker)
-        net = made.network(create_box_network(docker, plan.name))
+        net = made.network(create_box_network(docker, plan.name, plan.store))
         box = pool.submit(
             create_box,
             made,
             name=plan.name,
+            store=plan.store,
             image=plan.image,
             network=net,
             environment=plan.environment,
@@ -126,7 +129,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         )
         say("starting the proxy")
         proxy_id = made.container(
-            create_proxy(docker, plan.name, plan.proxy_image, net, plan.egress)
+            create_proxy(docker, plan.name, plan.store, plan.proxy_image, net, plan.egress)
         )
         docker.connect(proxy_id, plan.egress)
         docker.start(proxy_id)

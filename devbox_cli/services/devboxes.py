@@ -30,6 +30,7 @@ from devbox_cli.engine.views import (
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
+    LABEL_STORE,
     DeleteResult,
     Devbox,
     ExecResult,
@@ -109,13 +110,18 @@ class DevboxService:
 
     # -- read ------------------------------------------------------------------------------
 
+    def _mine(self) -> str:
+        """The label filter for what this store made (other stores' devboxes, say another
+        user's on a shared engine, are not listed, updated or deleted by --all)."""
+        return f"{LABEL_STORE}={self.configs.store.identity()}"
+
     def list(self) -> list[Devbox]:
         docker = self.engine()
         by_name: dict[str, dict[str, Any]] = {}
-        for c in docker.containers(LABEL_NAME):
+        for c in docker.containers(LABEL_NAME, self._mine()):
             labels = c.get("Labels") or {}
             by_name.setdefault(labels[LABEL_NAME], {})[labels.get(LABEL_ROLE, "")] = c
-        for n in docker.networks(LABEL_NAME):
+        for n in docker.networks(LABEL_NAME, self._mine()):
             by_name.setdefault(n["Labels"][LABEL_NAME], {})
         out = []
         for name, parts in sorted(by_name.items()):
@@ -220,8 +226,8 @@ class DevboxService:
         docker = self.engine()
         wanted = [check_devbox_name(n) for n in names]
         if all:
-            found = {c["Labels"][LABEL_NAME] for c in docker.containers(LABEL_NAME)}
-            found |= {n["Labels"][LABEL_NAME] for n in docker.networks(LABEL_NAME)}
+            found = {c["Labels"][LABEL_NAME] for c in docker.containers(LABEL_NAME, self._mine())}
+            found |= {n["Labels"][LABEL_NAME] for n in docker.networks(LABEL_NAME, self._mine())}
             wanted += sorted(found - set(wanted))
         results = []
         with ThreadPoolExecutor(max_workers=4) as pool:

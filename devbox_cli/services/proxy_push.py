@@ -17,11 +17,18 @@ from devbox_cli.engine.views import (
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
+    LABEL_STORE,
     bindings_of,
     env_of,
     state_of,
 )
-from devbox_cli.errors import DevboxError, DevboxRuntimeError, DockerUnavailableError, NotFoundError
+from devbox_cli.errors import (
+    ConflictError,
+    DevboxError,
+    DevboxRuntimeError,
+    DockerUnavailableError,
+    NotFoundError,
+)
 from devbox_cli.names import box_container, check_devbox_name, proxy_container
 from devbox_cli.services.gateways import gateways_using_secret, read_gateways
 from devbox_cli.services.kinds import ResourceKind
@@ -131,6 +138,11 @@ class ProxyPusher:
                 f"recreate it: `devbox delete {name}` then `devbox create`",
             )
         labels = (box.get("Config") or {}).get("Labels") or {}
+        if labels.get(LABEL_STORE) != self.store.identity():
+            raise ConflictError(
+                f"devbox {name} was made with another devbox store, not {self.store.home}",
+                "run this with the DEVBOX_HOME that created it",
+            )
         env = env_of(box)
         bindings = bindings_of(labels)
         tokens = {b.prefix: env.get(b.prefix, "") for b in bindings}
@@ -157,9 +169,13 @@ class ProxyPusher:
         ]
 
     def _boxes(self, docker: DockerBackend) -> dict[str, dict[str, Any]]:
+        """This store's boxes: a devbox another store made (another DEVBOX_HOME, another
+        user of the same engine) never gets this store's credentials."""
         return {
             c["Labels"][LABEL_NAME]: {"labels": c["Labels"], "state": c.get("State")}
-            for c in docker.containers(LABEL_NAME, f"{LABEL_ROLE}=box")
+            for c in docker.containers(
+                LABEL_NAME, f"{LABEL_ROLE}=box", f"{LABEL_STORE}={self.store.identity()}"
+            )
         }
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import hashlib
 import json
 import os
 import tempfile
@@ -136,12 +137,20 @@ class Store:
 
     def seal(self, plaintext: str) -> str:
         """Seal to the store's public key (made on first use); no passphrase needed."""
+        return sealing.seal(self._public_key_in_use(), plaintext)
+
+    def identity(self) -> str:
+        """A public fingerprint of this store (of its public key, made on first use). The
+        devboxes it makes carry it, so that no other store pushes its credentials to them."""
+        return hashlib.sha256(bytes(self._public_key_in_use())).hexdigest()[:16]
+
+    def _public_key_in_use(self) -> Any:
         if self._public is None:
             key = self._read_json(self.home / KEY_FILE)
             if key is _MISSING:
                 key = self._create_key()
             self._public = self._public_key(key)
-        return sealing.seal(self._public, plaintext)
+        return self._public
 
     def unseal(self, sealed: str) -> str:
         """Open a sealed value with the private key; may need the passphrase."""

@@ -138,6 +138,7 @@ def test_a_create_plan_never_shows_a_credential_or_a_token():
     token = "gwt_" + "t" * 40
     plan = CreatePlan(
         name="b",
+        store="0123456789abcdef",
         image="i",
         proxy_image="p",
         bindings=(binding,),

@@ -293,7 +293,7 @@ def test_env_names(name, ok):
 
 
 def test_labels_carry_names_never_values():
-    labels = labels_for("b", "box", **{LABEL_GATEWAYS: labels_of({"K": ("g", "S")})})
+    labels = labels_for("b", "box", "store-id", **{LABEL_GATEWAYS: labels_of({"K": ("g", "S")})})
     assert labels[LABEL_NAME] == "b" and labels[LABEL_ROLE] == "box"
     assert labels[LABEL_VERSION] == VERSION
     assert json.loads(labels[LABEL_GATEWAYS]) == {"K": {"gateway": "g", "secret": "S"}}

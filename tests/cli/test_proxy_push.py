@@ -18,6 +18,7 @@ from devbox_cli.engine.views import (
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
+    LABEL_STORE,
     Binding,
 )
 from devbox_cli.errors import DevboxRuntimeError
@@ -36,13 +37,20 @@ class Engine:
         self.boxes = boxes
         self.answers: dict[str, list[tuple[int, str]]] = {}
         self.proxy_state = "running"
+        self.store = ""  # the devbox.store label of every box: set it to the client's store
         self.loads: list[tuple[str, list[str], bytes]] = []
 
     def containers(self, *labels: str) -> list[dict[str, Any]]:
+        """The boxes whose labels match every filter (`key` or `key=value`), as Docker does."""
+
+        def matches(have: dict[str, str], wanted: str) -> bool:
+            key, _, value = wanted.partition("=")
+            return key in have and (not value or have[key] == value)
+
         return [
             {"Labels": self._labels(b), "State": "running"}
             for b in self.boxes
-            if f"{LABEL_ROLE}=box" in labels
+            if all(matches(self._labels(b), wanted) for wanted in labels)
         ]
 
     def container(self, name: str) -> dict[str, Any] | None:
@@ -61,10 +69,15 @@ class Engine:
         queue = self.answers.get(proxy) or [(0, "ok\n")]
         return queue.pop(0) if len(queue) > 1 else queue[0]
 
-    @staticmethod
-    def _labels(box: str) -> dict[str, str]:
+    def _labels(self, box: str) -> dict[str, str]:
         gateways = json.dumps({"KEY": {"gateway": "g", "secret": "ANTHROPIC"}})
-        return {LABEL_NAME: box, LABEL_ROLE: "box", LABEL_GATEWAYS: gateways, LABEL_POLICY: ""}
+        return {
+            LABEL_NAME: box,
+            LABEL_ROLE: "box",
+            LABEL_GATEWAYS: gateways,
+            LABEL_POLICY: "",
+            LABEL_STORE: self.store,
+        }
 
 
 @pytest.fixture
@@ -116,6 +129,7 @@ def test_a_partial_update_is_saved_names_repair_and_exits_7(client):
     engine = Engine("b1", "b2")
     engine.answers["proxy-b2"] = [(1, f"error: refused {ROTATED}")]
     client._engine = engine  # type: ignore[assignment]
+    engine.store = client.store.identity()
     with pytest.raises(DevboxRuntimeError) as info:
         client.update_secret("ANTHROPIC", ROTATED)
     err = info.value
@@ -136,5 +150,6 @@ def test_a_partial_update_is_saved_names_repair_and_exits_7(client):
 def test_an_update_that_reaches_every_devbox_names_them(client):
     engine = Engine("b1", "b2")
     client._engine = engine  # type: ignore[assignment]
+    engine.store = client.store.identity()
     assert client.update_secret("ANTHROPIC", ROTATED).applied_to == ("b1", "b2")
     assert sorted(p for p, _, _ in engine.loads) == ["proxy-b1", "proxy-b2"]
