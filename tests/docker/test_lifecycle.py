@@ -211,21 +211,22 @@ def test_logs_follow_prints_new_lines_as_they_come(store: Cli):
         store("delete", name, check=False)
 
 
-def test_delete_all_removes_every_devbox(store: Cli):
-    others = {
-        name
-        for name in docker("ps", "-a", "--format", '{{.Label "devbox.name"}}').stdout.split()
-        if name and not name.startswith(RUN)
-    }
-    if others:
-        pytest.skip(f"this engine has devboxes of others ({', '.join(sorted(others))}), "
-                    "which delete --all would remove")  # fmt: skip
-    names = [f"{RUN}-all-a", f"{RUN}-all-b"]
-    for name in names:
-        store("create", name)
-    deleted = store.json("delete", "--all")
-    assert {r["name"] for r in deleted if r["removed"]} >= set(names)
-    assert all(residue(name) == [] for name in names)
-    assert store.json("list") == []
-    again = store("delete", "--all")
-    assert again.returncode == 0 and "no devboxes to delete" in again.stdout + again.stderr
+def test_delete_all_removes_every_devbox_of_its_store_and_no_other(store: Cli, tmp_path_factory):
+    # another store's devbox on the same engine (another user, another DEVBOX_HOME)
+    neighbour = Cli(tmp_path_factory.mktemp("home-neighbour"), store.infra)
+    theirs = f"{RUN}-all-theirs"
+    neighbour("create", theirs)
+    try:
+        names = [f"{RUN}-all-a", f"{RUN}-all-b"]
+        for name in names:
+            store("create", name)
+        deleted = store.json("delete", "--all")
+        assert {r["name"] for r in deleted if r["removed"]} == set(names)
+        assert all(residue(name) == [] for name in names)
+        assert [d["name"] for d in neighbour.json("list")] == [theirs]
+        assert residue(theirs) != []
+        assert store.json("list") == []
+        again = store("delete", "--all")
+        assert again.returncode == 0 and "no devboxes to delete" in again.stdout + again.stderr
+    finally:
+        neighbour("delete", theirs, check=False)
