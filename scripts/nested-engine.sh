@@ -111,12 +111,16 @@ stop() {
 
 run_tests() {
   trap stop EXIT
+  trap 'exit 130' INT TERM  # through the EXIT trap
   start
   local pid
   pid=$(docker inspect -f '{{.State.Pid}}' "$name")
   log "isolation and walkthrough tests against the nested engine"
+  # In the background, so that a TERM runs the trap at once; removing the container then ends
+  # pytest too (it is in the container's PID namespace).
   nsenter -t "$pid" -n -p -- env DOCKER_HOST="unix://$NESTED_SOCKET" CI="${CI:-true}" \
-    .venv/bin/pytest -q -p no:cacheprovider tests/docker/test_isolation.py tests/docker/test_walkthrough.py "$@"
+    .venv/bin/pytest -q -p no:cacheprovider tests/docker/test_isolation.py tests/docker/test_walkthrough.py "$@" &
+  wait $!
 }
 
 case ${1:-} in
