@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # tests/conftest.py (in_ci), which tests/test_ci_gate.py checks against this line.
 IN_CI := $(filter 1 true yes,$(shell printf '%s' "$$CI" | tr '[:upper:]' '[:lower:]'))
 
-.PHONY: install docker images test test-fast lint bench bench-proxy bench-devbox clean
+.PHONY: install docker images test test-fast test-engines lint bench bench-proxy bench-devbox clean
 
 install: $(BIN)/devbox
 
@@ -34,6 +34,11 @@ test: install
 
 test-fast: install
 	$(BIN)/pytest -q -m 'not docker'
+
+# The isolation and walkthrough tests again, against the newest docker.io Debian has (unstable),
+# nested in a container of the running engine (scripts/nested-engine.sh). Needs `make images`.
+test-engines: install docker
+	bash scripts/nested-engine.sh test
 
 lint: install
 	$(BIN)/ruff check .
