@@ -285,3 +285,27 @@ def test_header_names_are_matched_case_insensitively():
     assert redactor.holds_secret("x-sk-secret-value-echo")
     assert redactor.holds_secret("X-SK-SECRET-VALUE")
     assert not redactor.holds_secret("x-request-id")
+
+
+def test_a_deflate_body_is_not_followed_by_a_gzip_member():
+    # further members are gzip's alone: after a deflate stream ends, nothing may follow
+    with pytest.raises(DecodeError):
+        _decode(Decoder("deflate"), _deflate(b"first", 15) + _deflate(b"second", 31))
+
+
+@pytest.mark.parametrize("step", [1, 2, 5, 64])
+@pytest.mark.parametrize("size", [1, 2, 3])
+def test_each_feed_gives_out_all_the_input_so_far_decodes_to(step, size):
+    # a streamed compressed body is passed on as it arrives, never a step behind
+    rng = random.Random(step * 10 + size)
+    body = b"a" * 3000 + rng.randbytes(40) + b"b" * 3000
+    compressed = _deflate(body, 31)
+    decoder = Decoder("gzip", step=step)
+    oracle = zlib.decompressobj(31)
+    received = expected = b""
+    for i in range(0, len(compressed), size):
+        chunk = compressed[i : i + size]
+        received += b"".join(decoder.feed(chunk))
+        expected += oracle.decompress(chunk)
+        assert received == expected, i
+    assert received + decoder.finish() == body
