@@ -21,14 +21,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _typer_main(args: list[str]) -> int:
+    import typer
+
     from devbox_cli.cli import app
+    from devbox_cli.errors import DevboxError
 
     try:
-        app(args=args, prog_name="devbox", standalone_mode=True)
+        code = app(args=args, prog_name="devbox", standalone_mode=False)
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
-    return 0
+    except typer.Abort:
+        raise DevboxError("aborted") from None
+    except Exception as exc:
+        # Click's usage errors (bad flag, missing argument, bad value): left to Typer they
+        # print a five-line panel; as a DevboxError they are the usual two lines.
+        if isinstance(exc, DevboxError) or not hasattr(exc, "format_message"):
+            raise
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            return int(exc.exit_code)  # type: ignore[attr-defined]  # the help is shown
+        ctx = getattr(exc, "ctx", None)
+        err = DevboxError(exc.format_message(), f"see `{ctx.command_path if ctx else 'devbox'} -h`")
+        err.exit_code = int(exc.exit_code)  # type: ignore[attr-defined]
+        raise err from None
+    return code if isinstance(code, int) else 0
 
 
 def _guard(run) -> int:  # type: ignore[no-untyped-def]

@@ -1,5 +1,6 @@
 """How a devbox is laid out in Docker (docs/architecture.md): its network, the box and
-its environment and limits, the shared egress network, and undoing a half-made devbox.
+its environment (its limits: box_limits.py), the shared egress network, and undoing a
+half-made devbox.
 DevboxesAPI.create_devbox and delete_devboxes drive these; none of them keeps state.
 """
 
@@ -116,28 +117,6 @@ def box_environment(
     return out
 
 
-def resource_limits(cpus: float | None, memory: str | None) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if cpus is not None:
-        if not 0 < cpus <= (os.cpu_count() or 1):
-            raise UsageError(
-                f"--cpus {cpus} is out of range",
-                f"use a number above 0 and at most {os.cpu_count() or 1}",
-            )
-        out["nano_cpus"] = int(cpus * 1e9)
-    if memory is not None:
-        size = memory.strip().lower()
-        num = size[:-1] if size[-1:] in "bkmg" else size
-        try:
-            ok = float(num) > 0
-        except ValueError:
-            ok = False
-        if not ok:
-            raise UsageError(f"invalid --memory {memory!r}", "use a size like 512m or 2g")
-        out["mem_limit"] = size
-    return out
-
-
 # -- Docker objects ------------------------------------------------------------------------
 
 
@@ -149,7 +128,13 @@ PROXY_HOST_CONFIG: dict[str, Any] = {
     "cap_drop": ["ALL"],
     "security_opt": ["no-new-privileges"],
     "mem_limit": "512m",
+    "memswap_limit": "512m",
     "pids_limit": 256,
+    # Twice a box's CPU weight: a box that spins every core still leaves its proxy (and its
+    # neighbours' proxies) their turn.
+    "cpu_shares": 2048,
+    # Its stdout is the egress audit log, which a box's requests grow: keep the last 100 MB.
+    "log_config": {"type": "json-file", "config": {"max-size": "50m", "max-file": "2"}},
 }
 
 
@@ -158,7 +143,7 @@ def start_box(
     image: str,
     net: str,
     env: dict[str, str],
-    limits: dict[str, Any],
+    host: dict[str, Any],
     bindings: Mapping[str, tuple[str, str]],
     policy: str | None,
     made: list[tuple[str, str]],
@@ -179,12 +164,7 @@ def start_box(
         # Any image becomes a long-running box; `docker exec` does the work.
         entrypoint=["sleep", "infinity"],
         command=[],
-        host={
-            "init": True,
-            "restart_policy": {"Name": "unless-stopped"},
-            "cap_drop": ["NET_RAW"],
-            **limits,
-        },
+        host=host,  # box_limits.box_host_config: limits and hardening
     )
     made.append(("container", box_id))
     docker.start(box_id)

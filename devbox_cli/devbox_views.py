@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from devbox_cli import __version__
+from devbox_cli.box_limits import BoxLimits
 from proxy.config import DEFAULT_PORT, GATEWAY_ROUTE
 
 VERSION = __version__
@@ -63,6 +64,7 @@ class Devbox:
     proxy: ProxyView
     created_at: str | None = None
     egress_network: str | None = None
+    limits: BoxLimits | None = None  # read from `docker inspect`: show and create, not list
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -75,6 +77,7 @@ class Devbox:
             "proxy": self.proxy.to_json(),
             "created_at": self.created_at,
             "egress_network": self.egress_network,
+            "limits": self.limits.to_json() if self.limits else None,
         }
 
 
@@ -112,6 +115,8 @@ def gateway_views(labels: Mapping[str, str]) -> tuple[GatewayView, ...]:
     try:
         raw = json.loads(labels.get(LABEL_GATEWAYS) or "{}")
     except ValueError:
+        raw = {}
+    if not isinstance(raw, dict):  # any engine user can label a container
         raw = {}
     return tuple(
         GatewayView(

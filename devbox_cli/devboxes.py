@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+from devbox_cli.box_limits import box_host_config, fit_to_engine, limits_of, resolve_limits
 from devbox_cli.devbox_topology import (
     DEFAULT_EGRESS,
     DEFAULT_IMAGE,
@@ -39,7 +40,6 @@ from devbox_cli.devbox_topology import (
     parse_env_spec,
     parse_gateway_spec,
     remove_default_egress,
-    resource_limits,
     start_box,
     undo,
 )
@@ -105,17 +105,24 @@ class DevboxesAPI(ProxyConfigAPI):
         gateways: Mapping[str, tuple[str, str]] | None = None,
         policy: str | None = None,
         env: Mapping[str, str] | None = None,
-        cpus: float | None = None,
-        memory: str | None = None,
+        cpus: str | float | None = None,
+        memory: str | int | None = None,
+        pids_limit: str | int | None = None,
+        tmp_size: str | int | None = None,
+        disk: str | int | None = None,
+        runtime: str | None = None,
         progress: Progress | None = None,
     ) -> Devbox:
         """Create a devbox and return once it can run commands (proxy configured, box up).
         Everything is validated before anything is created; on a later failure whatever was
-        made is removed again."""
+        made is removed again. Each limit not given comes from its DEVBOX_* variable, else
+        the default (box_limits.py; README: Limits of a devbox)."""
         say = progress or (lambda _text: None)
         bindings = {p: tuple(ref) for p, ref in (gateways or {}).items()}
         box_env = box_environment(name or "", bindings, dict(env or {}))
-        host_limits = resource_limits(cpus, memory)
+        limits = resolve_limits(
+            cpus=cpus, memory=memory, pids=pids_limit, tmp_size=tmp_size, disk=disk, runtime=runtime
+        )
         image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
         proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
 
@@ -133,6 +140,7 @@ class DevboxesAPI(ProxyConfigAPI):
                     "build the devbox images with `make images`, or pass an existing --image",
                 )
         egress = egress_network(docker)
+        host_config = box_host_config(fit_to_engine(limits, docker.info()))
         box_env = box_environment(name, bindings, dict(env or {}), tokens)
 
         made: list[tuple[str, str]] = []  # ("container"|"network", id), undone in reverse
@@ -155,7 +163,7 @@ class DevboxesAPI(ProxyConfigAPI):
             )
             # The box starts beside the proxy; it has no egress until the proxy is configured.
             box = Background(
-                lambda: start_box(name, image, net, box_env, host_limits, bindings, policy, made)
+                lambda: start_box(name, image, net, box_env, host_config, bindings, policy, made)
             )
             say("starting the proxy")
             proxy_id = docker.create_container(
@@ -194,6 +202,7 @@ class DevboxesAPI(ProxyConfigAPI):
             proxy=ProxyView(proxy_id[:12], "running", "ok"),
             created_at=iso_time(info.get("Created") if info else None),
             egress_network=egress,
+            limits=limits_of(info.get("HostConfig") or {}),
         )
 
     # -- read ------------------------------------------------------------------------------
@@ -251,6 +260,7 @@ class DevboxesAPI(ProxyConfigAPI):
             proxy=ProxyView(proxy["Id"][:12] if proxy else None, state, checked),
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
+            limits=limits_of(box.get("HostConfig") or {}) if box else None,
         )
 
     def devbox_logs(

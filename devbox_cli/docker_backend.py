@@ -76,6 +76,11 @@ class DockerBackend:
                 timeout=120,
             )
 
+    def info(self) -> dict[str, Any]:
+        """`docker info`: CPUs, runtimes, storage driver."""
+        with _mapped("reading the engine's info"):
+            return self.api.info()
+
     # -- images ----------------------------------------------------------------------------
 
     def image(self, ref: str) -> dict[str, Any] | None:

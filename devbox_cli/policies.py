@@ -388,8 +388,9 @@ class PoliciesAPI:
 
     def check_policy(self, name: str, url: str) -> PolicyCheck:
         """Dry run: would the proxy let this devbox reach `url` (or HOST[:PORT])? Decides on
-        the name and, where it resolves, on every address; the proxy's own addresses are
-        not known here, so they are not checked."""
+        the name and, when the name is admitted and resolves here, on every address; a name
+        refused on the name is not looked up, as the proxy never looks it up. The proxy's
+        own addresses are not known here, so they are not checked."""
         policy = _compiled(self.get_policy(name))
         host, port = parse_target(url)
         try:
@@ -397,12 +398,19 @@ class PoliciesAPI:
         except PolicyError:
             shown = host
         literal = parse_ip_literal(shown)
-        addresses = [] if literal is not None else (resolve(shown, port) or [])
-        decision = policy.decide(host, port, addresses)
+        # As the proxy does: a name refused on the name alone is never looked up (an
+        # allow-cidr admits only the addresses of names an allow rule admits).
+        decision = policy.decide(host, port)
+        looked_up = literal is None and decision.allowed
+        addresses = (resolve(shown, port) or []) if looked_up else []
+        if addresses:
+            decision = policy.decide(host, port, addresses)
         reason = decision.reason
         resolved = literal is not None or bool(addresses)
-        if not resolved and decision.rule != "invalid-host":
+        if looked_up and not resolved:
             reason += f" (decided on the name only: {shown} does not resolve here)"
+        elif literal is None and decision.rule != "invalid-host" and not looked_up:
+            reason += " (refused on the name: the proxy never looks it up)"
         return PolicyCheck(
             allowed=decision.allowed,
             reason=reason,

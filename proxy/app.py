@@ -3,7 +3,7 @@
 aiohttp's router cannot route CONNECT (its target is host:port) nor absolute-form requests,
 so the proxy runs `web.Server` with `dispatch`:
 
-    CONNECT host:port            -> forward.handle_connect
+    CONNECT host:port            -> connect.handle_connect
     GET http://host/path         -> forward.handle_forward
     GET /_devbox/health          -> health
     ANY /gw/<PREFIX>/...         -> gateway.handle
@@ -32,23 +32,17 @@ from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from yarl import URL
 
-from proxy import audit, compat, forward, gateway, pinning
+from proxy import audit, compat, connect, forward, gateway, pinning
 from proxy.config import GATEWAY_ROUTE, HEALTH_PATH, ConfigError, ProxyConfig
 from proxy.context import IPAddress, ProxyContext, Resolver, Settings, State
-from proxy.errors import UNCONFIGURED, ProxyError, classify, error_response
+from proxy.errors import UNCONFIGURED, ProxyError, raw_response, respond
 from proxy.policy import parse_ip_literal
 
 log = logging.getLogger("proxy")
 
 REFUSED_METHODS = frozenset({"TRACE", "TRACK"})
-_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 32\r\nConnection: close\r\n\r\nrequest header fields too large\n"
-)
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-    b"Content-Length: 19\r\nConnection: close\r\n\r\ntoo many connections"
-)
+_TOO_LARGE = raw_response(431, "request header fields too large")
+_BUSY = raw_response(503, "too many connections")
 _ERROR_REASONS = {400: "bad request", 431: "request header fields too large", 504: "timeout"}
 
 
@@ -174,11 +168,8 @@ class _Protocol(RequestHandler):
             status = 431
         if status >= 500 and exc is not None:
             log.warning("error handling request: %s", type(exc).__name__)
-        if request.writer.output_size > 0:
-            raise ConnectionError("response already started")
-        resp = error_response(status, _ERROR_REASONS.get(status, "internal error"))
-        resp.force_close()
-        return resp
+        reason = _ERROR_REASONS.get(status, "internal error")
+        return respond(request, ProxyError(status, reason), close=True)
 
 
 class _Server(web.Server):
@@ -291,7 +282,7 @@ class ProxyApp:
                 raise ProxyError(405, f"method {method} not allowed")
             if method == "CONNECT":
                 self._require_config()
-                return await forward.handle_connect(request, self.ctx)
+                return await connect.handle_connect(request, self.ctx)
             if not target.startswith("/"):
                 own_path = self._own_path(target)
                 if own_path is None:
@@ -312,7 +303,7 @@ class ProxyApp:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return self._error(request, exc)
+            return respond(request, exc)
 
     def _own_path(self, target: str) -> str | None:
         """The origin-form path of an absolute-form target that names this proxy, else None.
@@ -342,21 +333,6 @@ class ProxyApp:
             raise ProxyError(405, "method not allowed")
         status, body = self.health()
         return web.json_response(body, status=status, headers={"Cache-Control": "no-store"})
-
-    def _error(self, request: web.BaseRequest, exc: Exception) -> web.StreamResponse:
-        status, reason = classify(exc)
-        if status == 500:
-            log.warning("error handling request: %s", type(exc).__name__)
-        if request.writer.output_size > 0:
-            # The response is under way: all we can do is cut it, so the client sees a
-            # truncated body rather than a complete-looking one.
-            if request.transport is not None:
-                request.transport.close()
-            raise ConnectionResetError("response already started")
-        resp = error_response(status, reason)
-        if status in (400, 431) or status >= 500:
-            resp.force_close()
-        return resp
 
 
 def _head_size(request: web.BaseRequest) -> int:

@@ -4,18 +4,23 @@ Fields: time, kind (gateway|forward|connect), method, host, port, path (never th
 status, decision, rule, bytes_in, bytes_out, duration_ms, devbox, prefix. Nothing else goes
 in, so no header, token, credential or query value can reach the log.
 
-The forward side emits its records with `emit(ctx, kind="forward", ...)`.
+Every handler fills one `Record` as it goes and writes it with `recorded` (exactly once,
+whatever happens); the line is built in `Record.line` alone.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 from proxy.context import ProxyContext
+from proxy.errors import classify
 
 FIELDS = (
     "time",
@@ -72,39 +77,59 @@ def strip_query(path: str) -> str:
     return path
 
 
-def emit(
-    ctx: ProxyContext,
-    *,
-    kind: str,
-    method: str,
-    host: str | None,
-    port: int | None,
-    path: str | None,
-    status: int,
-    started: float,
-    decision: str = "allow",
-    rule: str | None = None,
-    bytes_in: int = 0,
-    bytes_out: int = 0,
-    prefix: str | None = None,
-) -> None:
-    """Build and write one record. `started` is a time.monotonic() taken at the start."""
-    state = ctx.state
-    record = {
-        "time": timestamp(time.time()),
-        "kind": kind,
-        "method": method,
-        "host": host,
-        "port": port,
-        "path": strip_query(path) if path is not None else None,
-        "status": status,
-        "decision": decision,
-        "rule": rule,
-        "bytes_in": bytes_in,
-        "bytes_out": bytes_out,
-        "duration_ms": round((time.monotonic() - started) * 1000, 3),
-        "devbox": state.config.devbox if state is not None else None,
-        "prefix": prefix,
-    }
-    sink: Callable[[dict[str, Any]], None] = ctx.audit
-    sink(record)
+@dataclass(slots=True)
+class Record:
+    """What the audit line of one request or tunnel will say; filled in as it goes.
+
+    Byte counts keep the meaning each side has always logged: on a gateway route bytes_in
+    is the request body and bytes_out the response body; on the forward side bytes_out is
+    what went to the upstream and bytes_in what came back from it.
+    """
+
+    kind: str
+    method: str
+    started: float  # time.monotonic() when the request arrived
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+    status: int = 0
+    decision: str = "deny"
+    rule: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    prefix: str | None = None
+
+    def line(self, devbox: str | None) -> dict[str, Any]:
+        return {
+            "time": timestamp(time.time()),
+            "kind": self.kind,
+            "method": self.method,
+            "host": self.host,
+            "port": self.port,
+            "path": strip_query(self.path) if self.path is not None else None,
+            "status": self.status,
+            "decision": self.decision,
+            "rule": self.rule,
+            "bytes_in": self.bytes_in,
+            "bytes_out": self.bytes_out,
+            "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
+            "devbox": devbox,
+            "prefix": self.prefix,
+        }
+
+
+@contextlib.contextmanager
+def recorded(ctx: ProxyContext, record: Record) -> Iterator[Record]:
+    """Write `record` once when the block ends. A status already set (the response went
+    out) stands; else a client that left is 499 and an error gets the status it maps to."""
+    try:
+        yield record
+    except asyncio.CancelledError:
+        record.status = record.status or 499
+        raise
+    except Exception as exc:
+        record.status = record.status or classify(exc)[0]
+        raise
+    finally:
+        state = ctx.state
+        ctx.audit(record.line(state.config.devbox if state is not None else None))

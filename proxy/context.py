@@ -1,18 +1,19 @@
 """What every request handler of the proxy shares: the live config and compiled policy,
 the upstream session, the audit log and the proxy's own addresses.
 
-The gateway side (proxy/gateway.py) and the forward side (proxy/forward.py) both take a
+The gateway side (proxy/gateway.py) and the forward side (proxy/forward.py, connect.py) take a
 ProxyContext; proxy/app.py builds it and swaps `state` atomically on a live reload, so a
 request in flight keeps the State it started with.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+
+from proxy.hosts import IPAddress
 
 if TYPE_CHECKING:
     import aiohttp
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
     from proxy.policy import Policy
     from proxy.redact import Redactor
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+# a request head (request line + headers) of a client, or of a plain-HTTP tunnel, at most
+MAX_HEAD_BYTES = 32 * 1024
+
 # resolve(host, port) -> addresses; raises OSError when the name does not resolve
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
@@ -30,7 +33,7 @@ Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 class Settings:
     """Limits and timeouts; every one is a knob of `python -m proxy` (see __main__)."""
 
-    max_head_bytes: int = 32 * 1024  # request line + headers
+    max_head_bytes: int = MAX_HEAD_BYTES
     header_timeout: float = 10.0  # slowloris: a request head must arrive within this
     connect_timeout: float = 10.0  # TCP/TLS connect to an upstream
     idle_timeout: float = 900.0  # a silent stream (an LLM thinking) is cut only after this

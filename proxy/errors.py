@@ -1,16 +1,21 @@
-"""The proxy's error responses: one exception, one status table, short text bodies.
+"""The proxy's error responses: one exception, one status table, one way to answer.
 
-Handlers raise `ProxyError(status, reason)`; proxy/app.py turns it (and upstream trouble)
-into a response in one place. A reason is a fixed short phrase or names a rule; it never
-carries a header value, a query string or a credential.
+Handlers raise `ProxyError(status, reason)`; `respond` turns it, upstream trouble, a bug or
+a malformed request into the response, for gateway routes and the forward side alike (as
+fly.io tokenizer's errorResponse does). A reason is a fixed short phrase or names a rule; it
+never carries a header value, a query string or a credential.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from http import HTTPStatus
 
 import aiohttp
 from aiohttp import web
+
+log = logging.getLogger("proxy")
 
 
 class ProxyError(Exception):
@@ -27,10 +32,37 @@ class ProxyError(Exception):
 UNCONFIGURED = "proxy not configured; on the host, run `devbox repair <devbox>`"
 
 
-def error_response(status: int, reason: str) -> web.Response:
+def respond(
+    request: web.BaseRequest, exc: BaseException, *, close: bool | None = None
+) -> web.Response:
+    """The response for `exc`: its status and reason as a short text body.
+
+    `close` None: a 400, a 431 or a 5xx closes the connection (what follows on it may not be
+    where the client thinks). When the response is already under way, all that is left is
+    to cut it, so the client sees a truncated body rather than a complete-looking one: the
+    connection is closed and ConnectionResetError raised.
+    """
+    status, reason = classify(exc)
+    if status == 500 and not isinstance(exc, ProxyError):
+        log.warning("error handling request: %s", type(exc).__name__)
+    if request.writer.output_size > 0:
+        if request.transport is not None:
+            request.transport.close()
+        raise ConnectionResetError("response already started")
     resp = web.Response(status=status, text=reason + "\n", content_type="text/plain")
     resp.headers["Cache-Control"] = "no-store"
+    if close if close is not None else status in (400, 431) or status >= 500:
+        resp.force_close()
     return resp
+
+
+def raw_response(status: int, reason: str) -> bytes:
+    """The same answer as bytes, for a connection refused before aiohttp reads a request."""
+    body = reason.encode() + b"\n"
+    return (
+        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: text/plain\r\n"
+        f"Cache-Control: no-store\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
 
 
 def classify(exc: BaseException) -> tuple[int, str]:

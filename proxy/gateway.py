@@ -18,36 +18,23 @@ import base64
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
-from http import HTTPStatus
 from urllib.parse import quote, unquote_plus
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import audit
 from proxy.config import GATEWAY_ROUTE, ConfigError, GatewayBinding
 from proxy.context import ProxyContext, State
-from proxy.errors import ProxyError, classify
+from proxy.errors import ProxyError
+from proxy.gateway_response import DECODABLE, coding, copy_headers, stream_back
+from proxy.headers import HopByHop
 from proxy.paths import PathError, canonical_path
 from proxy.pinning import UpstreamRedirect, pinned_to
-from proxy.redact import MIN_SECRET_LEN, DecodeError, Decoder, Redactor
+from proxy.redact import MIN_SECRET_LEN, Redactor
 
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-    }
-)
 WS_HANDSHAKE = frozenset(
     {
         "sec-websocket-key",
@@ -57,10 +44,11 @@ WS_HANDSHAKE = frozenset(
         "sec-websocket-accept",
     }
 )
-DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
 # Never sent upstream: a Range lets a client fetch a reflected secret in slices that each
 # miss the redactor.
 REQUEST_DROP = frozenset({"range", "if-range"})
+# where a devbox may present its gateway token (besides the auth mechanism's own header)
+TOKEN_HEADERS = ("authorization", "x-api-key")
 
 
 def check_binding(binding: GatewayBinding) -> None:
@@ -103,7 +91,7 @@ def redactor_for(binding: GatewayBinding) -> Redactor:
 
 
 def _presented_tokens(headers: CIMultiDict[str] | web.BaseRequest, binding: GatewayBinding):
-    names = ["Authorization", "x-api-key"]
+    names = list(TOKEN_HEADERS)
     if binding.auth.type == "header" and binding.auth.key:
         names.append(binding.auth.key)
     for name in names:
@@ -149,22 +137,19 @@ def _upstream_query(query: str, binding: GatewayBinding) -> str:
 
 
 def _upstream_headers(request: web.BaseRequest, binding: GatewayBinding) -> CIMultiDict[str]:
-    drop = set(HOP_BY_HOP)
-    for value in request.headers.getall("Connection", ()):
-        drop.update(v.strip().lower() for v in value.split(","))
-    drop.update(("authorization", "x-api-key"))
-    drop.update(REQUEST_DROP)
+    hop = HopByHop(request.headers)  # type: ignore[arg-type]
+    drop = set(TOKEN_HEADERS) | REQUEST_DROP
     if binding.auth.type == "header" and binding.auth.key:
         drop.add(binding.auth.key.lower())
     out: CIMultiDict[str] = CIMultiDict()
     accepted: list[str] = []
     for name, value in request.headers.items():
         lname = name.lower()
-        if lname in drop or binding.token in value:
+        if lname in hop or lname in drop or binding.token in value:
             continue
         if lname == "accept-encoding":
             # only encodings the proxy can decode, so a reflected secret can be redacted
-            accepted += [e for e in value.split(",") if _coding(e) in DECODABLE]
+            accepted += [e for e in value.split(",") if coding(e) in DECODABLE]
             continue
         out.add(name, value)
     # Always said: with no Accept-Encoding an upstream may pick any coding (br, zstd).
@@ -179,8 +164,12 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
     assert state is not None
     prefix, rest, query = _split_target(request.raw_path)
     binding = state.gateways.get(prefix)
-    tally = {"in": 0, "out": 0, "status": 0}
-    try:
+    record = audit.Record(kind="gateway", method=request.method, started=started)
+    if binding is not None:
+        endpoint = URL(binding.endpoint)
+        record.host, record.port, record.path = endpoint.host, endpoint.port, rest
+        record.rule, record.prefix = "gateway", prefix
+    with audit.recorded(ctx, record):
         if binding is None:
             raise ProxyError(404, "no such gateway")
         if not _authorized(request, binding):
@@ -191,33 +180,13 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
             canonical_path(rest)
         except PathError as exc:
             raise ProxyError(400, str(exc)) from None
+        # From here on the request is the proxy's to pass on: a 401 or 404 after this point
+        # is the endpoint's own answer, not a refusal.
+        record.decision = "allow"
         with pinned_to(binding.endpoint):
-            resp = await _relay(request, ctx, state, binding, rest, query, tally)
-        tally["status"] = resp.status
+            resp = await _relay(request, ctx, state, binding, rest, query, record)
+        record.status = resp.status
         return resp
-    except asyncio.CancelledError:
-        tally["status"] = tally["status"] or 499
-        raise
-    except Exception as exc:
-        tally["status"] = tally["status"] or classify(exc)[0]
-        raise
-    finally:
-        endpoint = URL(binding.endpoint) if binding else None
-        audit.emit(
-            ctx,
-            kind="gateway",
-            method=request.method,
-            host=endpoint.host if endpoint else None,
-            port=endpoint.port if endpoint else None,
-            path=rest if binding else None,
-            status=tally["status"],
-            started=started,
-            decision="allow" if tally["status"] not in (401, 404) else "deny",
-            rule="gateway" if binding else None,
-            bytes_in=tally["in"],
-            bytes_out=tally["out"],
-            prefix=prefix if binding else None,
-        )
 
 
 def _upstream_url(binding: GatewayBinding, rest: str, query: str, *, ws: bool = False) -> URL:
@@ -237,7 +206,7 @@ async def _relay(
     binding: GatewayBinding,
     rest: str,
     query: str,
-    tally: dict[str, int],
+    record: audit.Record,
 ) -> web.StreamResponse:
     session = ctx.session
     assert session is not None
@@ -247,15 +216,15 @@ async def _relay(
     if request.headers.get("Upgrade", "").lower() == "websocket":
         try:
             return await _relay_websocket(
-                request, ctx, binding, rest, upstream_query, headers, tally
+                request, ctx, binding, rest, upstream_query, headers, record
             )
         except UpstreamRedirect as redirect:
             # the 3xx goes back to the client, which may follow it itself (without the
             # credential); the proxy never does
             resp = web.StreamResponse(status=redirect.status)
             # its body is not relayed: body=True drops the framing headers
-            _copy_headers(redirect.headers, resp, state.redactors[binding.prefix], body=True)
-            tally["status"] = redirect.status
+            copy_headers(redirect.headers, resp, state.redactors[binding.prefix], body=True)
+            record.status = redirect.status
             await resp.prepare(request)
             await resp.write_eof()
             return resp
@@ -264,7 +233,7 @@ async def _relay(
 
     async def body() -> AsyncIterator[bytes]:
         async for data in request.content.iter_chunked(chunk):
-            tally["in"] += len(data)
+            record.bytes_in += len(data)
             yield data
 
     data = body() if request.body_exists else None
@@ -281,119 +250,7 @@ async def _relay(
         compress=None,
         auto_decompress=False,
     ) as upstream:
-        return await _stream_back(request, upstream, state.redactors[binding.prefix], chunk, tally)
-
-
-async def _stream_back(
-    request: web.BaseRequest,
-    upstream: aiohttp.ClientResponse,
-    redactor: Redactor,
-    chunk: int,
-    tally: dict[str, int],
-) -> web.StreamResponse:
-    no_body = request.method == "HEAD" or upstream.status in (204, 304) or upstream.status < 200
-    encoding = None if no_body else _body_coding(upstream.headers)
-    # the standard phrase: the upstream's own reason phrase could quote the request
-    resp = web.StreamResponse(status=upstream.status, reason=_phrase(upstream.status))
-    _copy_headers(upstream.headers, resp, redactor, body=not no_body)
-    tally["status"] = upstream.status
-    await resp.prepare(request)
-    if no_body:
-        await resp.write_eof()
-        return resp
-    decoder = Decoder(encoding, chunk) if encoding else None
-    body = redactor.body()
-
-    async def send(data: bytes) -> None:
-        if data:
-            tally["out"] += len(data)
-            await resp.write(data)
-
-    try:
-        async for data in upstream.content.iter_any():
-            if decoder is None:
-                await send(body.feed(data))
-            else:
-                for piece in decoder.feed(data):
-                    await send(body.feed(piece))
-        if decoder is not None:
-            await send(body.feed(decoder.finish()))
-        await send(body.flush())
-    except DecodeError:
-        raise ProxyError(502, "upstream sent a bad compressed body") from None
-    await resp.write_eof()
-    return resp
-
-
-def _coding(token: str) -> str:
-    return token.split(";")[0].strip().lower()
-
-
-def _codings(headers: CIMultiDictProxy[str], name: str) -> list[str]:
-    """Every coding named in every `name` header, in order (empty tokens dropped)."""
-    return [c for value in headers.getall(name, ()) for t in value.split(",") if (c := _coding(t))]
-
-
-def _body_coding(headers: CIMultiDictProxy[str]) -> str | None:
-    """The one coding to undo before redaction (None: identity); ProxyError 502 for any
-    body the redactor could not read once decoded that way."""
-    if any(c != "chunked" for c in _codings(headers, "Transfer-Encoding")):
-        # e.g. `gzip, chunked`: aiohttp undoes only the chunking
-        raise ProxyError(502, "upstream used an unsupported transfer-encoding")
-    codings = [c for c in _codings(headers, "Content-Encoding") if c != "identity"]
-    if len(codings) > 1:
-        raise ProxyError(502, "upstream used more than one content-encoding")
-    if codings and codings[0] not in DECODABLE:
-        raise ProxyError(502, "upstream used an unsupported content-encoding")
-    return codings[0] if codings else None
-
-
-def _phrase(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return ""
-
-
-def _copy_headers(
-    headers: CIMultiDictProxy[str], resp: web.StreamResponse, redactor: Redactor, *, body: bool
-) -> None:
-    """Upstream response headers toward the client: hop-by-hop and Connection-listed ones
-    dropped, the body's framing too when the proxy re-frames it, a header whose name holds
-    a secret dropped whole, every value redacted, and the headers a secret is spread over
-    (`X-A: sk-real-` then `X-A: secret`, which a client may join) dropped."""
-    drop = set(HOP_BY_HOP)
-    for value in headers.getall("Connection", ()):
-        drop.update(v.strip().lower() for v in value.split(","))
-    if body:
-        drop.update(("content-length", "content-encoding"))
-    kept = [
-        (name, redactor.text(value))
-        for name, value in headers.items()
-        if name.lower() not in drop and not redactor.holds_secret(name)
-    ]
-    # read in order, and per name (as a client merges repeated fields)
-    groups = [list(range(len(kept)))]
-    for lname in {n.lower() for n, _ in kept}:
-        groups.append([i for i, (n, _) in enumerate(kept) if n.lower() == lname])
-    spread = {i for group in groups for i in _spread_over(group, kept, redactor)}
-    for i, (name, value) in enumerate(kept):
-        if i not in spread:
-            resp.headers.add(name, value)
-
-
-def _spread_over(group: list[int], kept: list[tuple[str, str]], redactor: Redactor) -> set[int]:
-    """The headers in `group` (read one after another) that a secret form runs across."""
-    starts, joined = [], ""
-    for i in group:
-        starts.append(len(joined))
-        joined += kept[i][1]
-    return {
-        group[k]
-        for start, end in redactor.spans(joined)
-        for k, at in enumerate(starts)
-        if at < end and at + len(kept[group[k]][1]) > start
-    }
+        return await stream_back(request, upstream, state.redactors[binding.prefix], chunk, record)
 
 
 async def _relay_websocket(
@@ -403,7 +260,7 @@ async def _relay_websocket(
     rest: str,
     query: str,
     headers: CIMultiDict[str],
-    tally: dict[str, int],
+    record: audit.Record,
 ) -> web.StreamResponse:
     session = ctx.session
     assert session is not None and ctx.state is not None
@@ -417,7 +274,7 @@ async def _relay_websocket(
         if name.lower() in WS_HANDSHAKE or name.lower() == "content-length":
             del headers[name]
     url = _upstream_url(binding, rest, query, ws=True)
-    redactor = redactor_for(binding)
+    redactor = ctx.state.redactors[binding.prefix]
     upstream = await session.ws_connect(
         url,
         headers=headers,
@@ -429,17 +286,17 @@ async def _relay_websocket(
     async with upstream:
         ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
         await ws.prepare(request)
-        tally["status"] = 101
+        record.status = 101
 
         async def down() -> None:
             async for msg in upstream:
                 if msg.type == aiohttp.WSMsgType.TEXT:
                     text = redactor.text(msg.data)
-                    tally["out"] += len(text)
+                    record.bytes_out += len(text)
                     await ws.send_str(text)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
                     data = redactor.bytes(msg.data)
-                    tally["out"] += len(data)
+                    record.bytes_out += len(data)
                     await ws.send_bytes(data)
                 else:
                     break
@@ -448,10 +305,10 @@ async def _relay_websocket(
         async def up() -> None:
             async for msg in ws:
                 if msg.type == aiohttp.WSMsgType.TEXT:
-                    tally["in"] += len(msg.data)
+                    record.bytes_in += len(msg.data)
                     await upstream.send_str(msg.data)
                 elif msg.type == aiohttp.WSMsgType.BINARY:
-                    tally["in"] += len(msg.data)
+                    record.bytes_in += len(msg.data)
                     await upstream.send_bytes(msg.data)
                 else:
                     break

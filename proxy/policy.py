@@ -7,12 +7,23 @@ name itself and passes every address it will connect to; `decide` checks all of 
 Order of a decision (first hit wins):
  1. a host that cannot be normalized, or a bad port: refused ("invalid-host");
  2. a deny rule matching the host, or an IP deny rule matching any address: refused;
- 3. per address: the proxy's own address is refused ("own-address"); an address in an
-    always-refused range is refused unless an allow-cidr covers it ("private:<range>");
- 4. no policy attached: allowed ("no-policy");
- 5. an allow rule matching the host ("allow:<pattern>"), else allow_all ("allow-all"),
-    else every address covered by an allow-cidr ("allow-cidr:<cidr>");
- 6. otherwise refused ("no-match").
+ 3. a cloud metadata or host-service name (metadata.google.internal ...): refused
+    ("metadata:<name>");
+ 4. per address: the proxy's own address, and the unspecified address (0.0.0.0/8, ::),
+    which reaches the local host as loopback does, are refused by every rule
+    ("own-address"); a cloud host endpoint (169.254.169.254, Azure's 168.63.129.16, ...)
+    is refused unless an allow-cidr names exactly that address ("private:<address>/32");
+    an address in an always-refused range is refused unless an allow-cidr covers it
+    ("private:<range>");
+ 5. no policy attached: allowed ("no-policy");
+ 6. an allow rule matching the host ("allow:<pattern>"), else allow_all ("allow-all"),
+    else an IP literal host covered by an allow-cidr ("allow-cidr:<cidr>");
+ 7. otherwise refused ("no-match").
+
+An allow-cidr admits IP literals in its range, and the addresses (private ones included) of
+names an allow rule or allow_all admits. It never admits a name by itself: a name that no
+allow rule admits is refused on the name alone, so the proxy never looks it up and
+`<data>.attacker.example` cannot leave through DNS.
 
 Host patterns: an exact hostname or IP, or `*.example.com` (any subdomain at any depth, not
 the apex), with an optional `:PORT`. A wildcard over a single label (`*.com`) is refused: it
@@ -34,27 +45,44 @@ embed is in an always-refused range, and an IP deny rule applies to the embedded
 from __future__ import annotations
 
 import ipaddress
-import re
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from proxy.hosts import (
+    CLOUD_ENDPOINTS,
+    MAPPED,
+    METADATA_NAMES,
+    IPAddress,
+    IPNetwork,
+    PolicyError,
+    embedded_ipv4,
+    fold,
+    is_unspecified,
+    normalize,
+    normalize_host,
+    parse_ip_literal,
+    parse_port,
+    refused_range,
+    special_range,
+)
+
 if TYPE_CHECKING:
     from proxy.config import PolicySpec
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-MAX_HOST_LEN = 253
-MAX_LABEL_LEN = 63
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
-_IPV4_PART = re.compile(r"0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*")
-_NUMERIC_LABEL = re.compile(r"[0-9]+|0[xX][0-9a-fA-F]*")
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-class PolicyError(ValueError):
-    """An invalid rule or host; the message says why."""
+# The CLI (`policy check`, policy validation) reads hosts through this module.
+__all__ = [
+    "Decision",
+    "IPAddress",
+    "Policy",
+    "PolicyError",
+    "decide",
+    "normalize_host",
+    "parse_ip_literal",
+    "special_range",
+    "validate_cidr",
+    "validate_host_pattern",
+]
 
 
 @dataclass(frozen=True)
@@ -67,216 +95,6 @@ class Decision:
         return {"allowed": self.allowed, "reason": self.reason, "rule": self.rule}
 
 
-# --- IP literals -------------------------------------------------------------------------
-
-
-def _strip(host: str) -> str:
-    if host.startswith("[") and host.endswith("]"):
-        return host[1:-1]
-    return host[:-1] if host.endswith(".") else host
-
-
-def _fold(ip: IPAddress) -> IPAddress:
-    """The IPv4 address an IPv4-mapped IPv6 address means; any other address unchanged."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(str(ip).split("%", 1)[0])
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-    return ip
-
-
-def _parse_ipv4(text: str) -> ipaddress.IPv4Address | None:
-    """inet_aton's grammar (and the URL standard's): 1 to 4 parts, each decimal, 0x hex or
-    0-leading octal, the last part filling the remaining bytes."""
-    parts = text.split(".")
-    if not 1 <= len(parts) <= 4 or not all(_IPV4_PART.fullmatch(p) for p in parts):
-        return None
-    values = []
-    for p in parts:
-        if p[:2] in ("0x", "0X"):
-            values.append(int(p[2:] or "0", 16))
-        elif len(p) > 1 and p[0] == "0":
-            values.append(int(p, 8))
-        else:
-            values.append(int(p))
-    *head, last = values
-    if any(v > 255 for v in head) or last >= 1 << (8 * (4 - len(head))):
-        return None
-    number = last
-    for i, v in enumerate(head):
-        number |= v << (8 * (3 - i))
-    return ipaddress.IPv4Address(number)
-
-
-def parse_ip_literal(host: str) -> IPAddress | None:
-    """The address `host` means if it is an IP literal in any spelling, else None.
-
-    IPv4-mapped IPv6 is returned as the IPv4 address it maps; an IPv6 zone id is dropped."""
-    if not host:
-        return None
-    if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            return None
-    text = _strip(host.strip())
-    if ":" in text:
-        try:
-            return _fold(ipaddress.IPv6Address(text))
-        except ValueError:
-            return None
-    return _parse_ipv4(text)
-
-
-# --- always-refused ranges -----------------------------------------------------------------
-
-_V4_SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
-    (ipaddress.ip_network(cidr), label)
-    for cidr, label in (
-        ("0.0.0.0/8", "this-network"),
-        ("10.0.0.0/8", "private (RFC 1918)"),
-        ("100.64.0.0/10", "carrier-grade NAT"),
-        ("127.0.0.0/8", "loopback"),
-        ("169.254.0.0/16", "link-local (cloud metadata)"),
-        ("172.16.0.0/12", "private (RFC 1918)"),
-        ("192.0.0.0/24", "IETF protocol assignments"),
-        ("192.0.2.0/24", "documentation (TEST-NET-1)"),
-        ("192.88.99.0/24", "6to4 relay anycast"),
-        ("192.168.0.0/16", "private (RFC 1918)"),
-        ("198.18.0.0/15", "benchmarking"),
-        ("198.51.100.0/24", "documentation (TEST-NET-2)"),
-        ("203.0.113.0/24", "documentation (TEST-NET-3)"),
-        ("224.0.0.0/4", "multicast"),
-        ("255.255.255.255/32", "broadcast"),
-        ("240.0.0.0/4", "reserved"),
-    )
-)
-
-_V6_SPECIAL: tuple[tuple[IPNetwork, str], ...] = tuple(
-    (ipaddress.ip_network(cidr), label)
-    for cidr, label in (
-        ("::1/128", "IPv6 loopback"),
-        ("::/128", "IPv6 unspecified"),
-        ("64:ff9b:1::/48", "local-use NAT64"),
-        ("100::/64", "IPv6 discard-only"),
-        ("2001:db8::/32", "IPv6 documentation"),
-        ("2001:10::/28", "IPv6 ORCHID"),
-        ("fc00::/7", "IPv6 unique-local"),
-        ("fe80::/10", "IPv6 link-local"),
-        ("fec0::/10", "IPv6 site-local"),
-        ("ff00::/8", "IPv6 multicast"),
-    )
-)
-
-_MAPPED = ipaddress.ip_network("::ffff:0:0/96")
-_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
-_COMPAT = ipaddress.ip_network("::/96")
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_SIXTOFOUR = ipaddress.ip_network("2002::/16")
-_TEREDO = ipaddress.ip_network("2001::/32")
-
-
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
-    """Every IPv4 address an IPv6 address embeds, with the name of the embedding form."""
-    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
-    if ip in _MAPPED:
-        return [("IPv4-mapped ::ffff:0:0/96", low32)]
-    if ip in _TRANSLATED:
-        return [("IPv4-translated ::ffff:0:0:0/96", low32)]
-    if ip in _COMPAT:
-        return [("IPv4-compatible ::/96", low32)]
-    if ip in _NAT64:
-        return [("NAT64 64:ff9b::/96", low32)]
-    if ip in _SIXTOFOUR:
-        return [("6to4 2002::/16", ipaddress.IPv4Address((int(ip) >> 80) & 0xFFFFFFFF))]
-    if ip in _TEREDO:
-        server, client = ip.teredo  # type: ignore[misc]
-        return [("Teredo 2001::/32", server), ("Teredo 2001::/32", client)]
-    return []
-
-
-def _special(ip: IPAddress) -> tuple[str, str] | None:
-    """(description, cidr) of the always-refused range holding `ip`, or None."""
-    ip = _fold(ip)
-    if isinstance(ip, ipaddress.IPv4Address):
-        for net, label in _V4_SPECIAL:
-            if ip in net:
-                return f"{label} {net}", str(net)
-        return None
-    for net, label in _V6_SPECIAL:
-        if ip in net:
-            return f"{label} {net}", str(net)
-    for form, v4 in _embedded_ipv4(ip):
-        inner = _special(v4)
-        if inner is not None:
-            return f"{inner[0]} (embedded as {v4} in {form})", inner[1]
-    return None
-
-
-def special_range(ip: IPAddress) -> str | None:
-    """The name of the always-refused range containing `ip` (e.g. "loopback 127.0.0.0/8"),
-    or None for a public address."""
-    found = _special(ip)
-    return None if found is None else found[0]
-
-
-# --- hosts and patterns --------------------------------------------------------------------
-
-
-def _normalize(host: str) -> tuple[str, IPAddress | None]:
-    if not isinstance(host, str) or not host:
-        raise PolicyError("host is empty")
-    if any(c.isspace() for c in host):
-        raise PolicyError(f"host {host!r} contains whitespace")
-    ip = parse_ip_literal(host)
-    if ip is not None:
-        return str(ip), ip
-    if host.startswith("["):
-        raise PolicyError(f"host {host!r} is not a valid IPv6 address")
-    try:
-        # The idna codec leaves ASCII labels alone except for length checks, which
-        # _check_labels makes with clearer messages; it maps Unicode ones (case folding,
-        # NFKC, the ideographic full stops) to punycode.
-        name = host.lower() if host.isascii() else host.encode("idna").decode("ascii").lower()
-    except UnicodeError:
-        raise PolicyError(
-            f"host {host!r} is not a valid hostname (empty label, a label over "
-            f"{MAX_LABEL_LEN} characters, or a character IDNA refuses)"
-        ) from None
-    if name.endswith("."):
-        name = name[:-1]
-    ip = parse_ip_literal(name)
-    if ip is not None:
-        return str(ip), ip
-    labels = name.split(".")
-    if _NUMERIC_LABEL.fullmatch(labels[-1]):
-        raise PolicyError(f"host {host!r} looks like an IPv4 address but is not a valid one")
-    _check_labels(host, labels)
-    return name, None
-
-
-def _check_labels(original: str, labels: list[str]) -> None:
-    if sum(len(label) + 1 for label in labels) - 1 > MAX_HOST_LEN:
-        raise PolicyError(f"host {original!r} is longer than {MAX_HOST_LEN} characters")
-    for label in labels:
-        if not label:
-            raise PolicyError(f"host {original!r} has an empty label")
-        if len(label) > MAX_LABEL_LEN:
-            raise PolicyError(f"host {original!r} has a label over {MAX_LABEL_LEN} characters")
-        if not _LABEL.fullmatch(label):
-            raise PolicyError(
-                f"host {original!r} has an invalid label {label!r}: use letters, digits, "
-                "'-' and '_' (not at either end)"
-            )
-
-
-def normalize_host(host: str) -> str:
-    """Lower case, one trailing dot dropped, IDNA to punycode, [] stripped from IPv6; an IP
-    literal in any spelling comes back in its canonical form. Raises PolicyError."""
-    return _normalize(host)[0]
-
-
 @dataclass(frozen=True)
 class _Pattern:
     text: str  # normalized, as shown to users and in rule tags
@@ -287,9 +105,10 @@ class _Pattern:
 
 
 def _parse_port(pattern: str, text: str) -> int:
-    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+    port = parse_port(text)
+    if port is None:
         raise PolicyError(f"pattern {pattern!r} has an invalid port {text!r}: use 1-65535")
-    return int(text)
+    return port
 
 
 def _parse_pattern(pattern: str) -> _Pattern:
@@ -324,7 +143,7 @@ def _parse_pattern(pattern: str) -> _Pattern:
             )
         wildcard, host = True, host[2:]
     try:
-        name, ip = _normalize(host)
+        name, ip = normalize(host)
     except PolicyError as exc:
         raise PolicyError(f"pattern {pattern!r}: {exc}") from None
     if wildcard and ip is not None:
@@ -356,7 +175,7 @@ def _parse_cidr(cidr: str) -> IPNetwork:
         ) from None
     if "/" in cidr and net.network_address != ipaddress.ip_address(cidr.split("/", 1)[0]):
         raise PolicyError(f"CIDR {cidr!r} has host bits set: did you mean {net}?")
-    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(_MAPPED):  # type: ignore[arg-type]
+    if isinstance(net, ipaddress.IPv6Network) and net.subnet_of(MAPPED):  # type: ignore[arg-type]
         v4 = net.network_address.ipv4_mapped
         net = ipaddress.IPv4Network(f"{v4}/{net.prefixlen - 96}")
     return net
@@ -415,8 +234,8 @@ class Policy:
 
     @property
     def allow_cidrs(self) -> tuple[IPNetwork, ...]:
-        """The allow-cidr networks. When empty, a name refused on the name alone ("no-match")
-        stays refused whatever it resolves to, so a caller may skip the lookup."""
+        """The allow-cidr networks. They never admit a name by themselves: a name refused on
+        the name alone stays refused whatever it resolves to, so it is never looked up."""
         return self._cidrs
 
     @classmethod
@@ -446,7 +265,7 @@ class Policy:
     def _denied_address(self, ip: IPAddress, port: int) -> str | None:
         candidates: list[IPAddress] = [ip]
         if isinstance(ip, ipaddress.IPv6Address):
-            candidates += [v4 for _, v4 in _embedded_ipv4(ip)]
+            candidates += [v4 for _, v4 in embedded_ipv4(ip)]
         for c in candidates:
             hit = _lookup(self._deny, str(c), port)
             if hit is not None:
@@ -454,8 +273,11 @@ class Policy:
         return None
 
     def _cidr_for(self, ip: IPAddress) -> IPNetwork | None:
+        """The allow-cidr covering `ip`; for a cloud host endpoint only one naming exactly
+        that address counts."""
+        exact = ip in CLOUD_ENDPOINTS
         for net in self._cidrs:
-            if ip.version == net.version and ip in net:
+            if ip.version == net.version and ip in net and (not exact or net.num_addresses == 1):
                 return net
         return None
 
@@ -494,7 +316,7 @@ def _decide(
     own_addresses: Collection[IPAddress],
 ) -> Decision:
     try:
-        name, literal = _normalize(host)
+        name, literal = normalize(host)
     except PolicyError as exc:
         return Decision(False, f"invalid host: {exc}", "invalid-host")
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -502,7 +324,7 @@ def _decide(
     shown = f"[{name}]" if ":" in name else name
     checked: list[IPAddress] = [literal] if literal is not None else []
     for a in addresses:
-        a = _fold(a)
+        a = fold(a)
         if a not in checked:
             checked.append(a)
 
@@ -519,7 +341,12 @@ def _decide(
                     f"deny:{hit}",
                 )
 
-    own = {_fold(a) for a in own_addresses}
+    if literal is None and name in METADATA_NAMES:
+        return Decision(
+            False, f"host {shown} is a cloud metadata service, always refused", f"metadata:{name}"
+        )
+
+    own = {fold(a) for a in own_addresses}
     # Every 127/8 address is the local host: when the proxy has a loopback address, all of
     # them are its own (an --allow-cidr for loopback must not let a request loop into it).
     own_loopback = any(a.is_loopback for a in own)
@@ -527,16 +354,23 @@ def _decide(
     for a in checked:
         if a in own or (own_loopback and a.is_loopback):
             return Decision(False, f"address {a} is the proxy's own address", "own-address")
-        cidr = policy._cidr_for(a) if policy is not None else None
-        cidr_hits.append(cidr)
-        special = _special(a)
-        if special is not None and cidr is None:
-            what = f"host {shown}" if a == literal else f"address {a} of host {shown}"
+        if is_unspecified(a):
             return Decision(
                 False,
-                f"{what} is in the {special[0]} range, refused unless an --allow-cidr covers it",
-                f"private:{special[1]}",
+                f"address {a} is the unspecified address, which reaches the proxy itself",
+                "own-address",
             )
+        cidr = policy._cidr_for(a) if policy is not None else None
+        cidr_hits.append(cidr)
+        special = refused_range(a)
+        if special is not None and cidr is None:
+            what = f"host {shown}" if a == literal else f"address {a} of host {shown}"
+            cloud = CLOUD_ENDPOINTS.get(a)
+            if cloud is not None:
+                why = f"is the {cloud}, refused unless an --allow-cidr names exactly {a}"
+            else:
+                why = f"is in the {special[0]} range, refused unless an --allow-cidr covers it"
+            return Decision(False, f"{what} {why}", f"private:{special[1]}")
 
     if policy is None:
         return Decision(
@@ -549,10 +383,12 @@ def _decide(
         return Decision(
             True, f"policy '{policy.name}' allows every public destination", "allow-all"
         )
-    if checked and all(c is not None for c in cidr_hits):
+    if literal is not None and cidr_hits[0] is not None:
+        # only an IP literal: a name is admitted by an allow rule or not at all, so a
+        # refused name need never be resolved (no DNS exfiltration through an allow-cidr)
         net = cidr_hits[0]
         return Decision(
-            True, f"address {checked[0]} is allowed by --allow-cidr {net}", f"allow-cidr:{net}"
+            True, f"address {literal} is allowed by --allow-cidr {net}", f"allow-cidr:{net}"
         )
     return Decision(
         False, f"{shown}:{port} matches no allow rule of policy '{policy.name}'", "no-match"

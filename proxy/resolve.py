@@ -13,6 +13,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from proxy.context import IPAddress
 
@@ -33,6 +34,14 @@ async def resolve(host: str, port: int, *, timeout: float = DNS_TIMEOUT) -> list
         raise OSError(f"lookup of {host} timed out") from None
     except UnicodeError:
         raise OSError(f"{host} is not a valid name") from None
+    addresses = addresses_of(infos)
+    if not addresses:
+        raise OSError(f"{host} has no addresses")
+    return addresses
+
+
+def addresses_of(infos: Iterable[tuple[Any, ...]]) -> list[IPAddress]:
+    """The distinct addresses of getaddrinfo answers, in answer order, at most MAX_ADDRESSES."""
     addresses: list[IPAddress] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
         try:
@@ -44,8 +53,6 @@ async def resolve(host: str, port: int, *, timeout: float = DNS_TIMEOUT) -> list
             addresses.append(ip)
         if len(addresses) >= MAX_ADDRESSES:
             break
-    if not addresses:
-        raise OSError(f"{host} has no addresses")
     return addresses
 
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from aiohttp import web
 
 from proxy.context import IPAddress
+from proxy.tunnel_guard import Refused, TunnelGuard
 
 ESTABLISHED = b"HTTP/1.1 200 Connection Established\r\n\r\n"
 MAX_CONNECT_ATTEMPTS = 4
@@ -51,6 +52,11 @@ class _End(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         self.tunnel.touch()
+        if self is self.tunnel.client and self.tunnel.guard is not None:
+            screened = self.tunnel.screen(data)
+            if screened is None:
+                return
+            data = screened
         if self.peer is None:
             self._pending.append(data)
         else:
@@ -118,9 +124,18 @@ class _End(asyncio.Protocol):
 
 
 class Tunnel:
-    """A client connection piped to one upstream connection."""
+    """A client connection piped to one upstream connection.
 
-    def __init__(self, idle_timeout: float) -> None:
+    With a `guard`, the client's bytes pass through it before they reach the upstream (see
+    proxy/tunnel_guard.py); a refusal, or an incomplete hello or request head held longer
+    than `inspect_timeout`, aborts both ends and is kept in `refused`."""
+
+    def __init__(
+        self,
+        idle_timeout: float,
+        guard: TunnelGuard | None = None,
+        inspect_timeout: float = 10.0,
+    ) -> None:
         self._loop = asyncio.get_running_loop()
         self._idle_timeout = idle_timeout
         self._last = self._loop.time()
@@ -128,6 +143,39 @@ class Tunnel:
         self._done: asyncio.Future[None] = self._loop.create_future()
         self.client = _End(self)
         self.upstream = _End(self)
+        self.guard = guard
+        self.refused: Refused | None = None
+        self._inspect_timeout = inspect_timeout
+        self._inspect_handle: asyncio.TimerHandle | None = None
+
+    def screen(self, data: bytes) -> bytes | None:
+        """The client bytes the guard lets through now; None once the tunnel is refused."""
+        guard = self.guard
+        if guard is None:
+            return data
+        try:
+            out = guard.feed(data)
+        except Refused as exc:
+            self._refuse(exc)
+            return None
+        if guard.passing:
+            self.guard = None  # checked: the rest is piped untouched
+        if guard.waiting and not guard.passing:
+            if self._inspect_handle is None:
+                self._inspect_handle = self._loop.call_later(
+                    self._inspect_timeout, self._refuse, Refused("tunnel:inspect-timeout")
+                )
+        elif self._inspect_handle is not None:
+            self._inspect_handle.cancel()
+            self._inspect_handle = None
+        return out
+
+    def _refuse(self, exc: Refused) -> None:
+        self._inspect_handle = None
+        if self.refused is None and not self._done.done():
+            self.refused = exc
+            self.guard = None
+            self.abort()
 
     @property
     def bytes_out(self) -> int:
@@ -215,6 +263,9 @@ class Tunnel:
         self._finish()
 
     def _finish(self) -> None:
+        if self._inspect_handle is not None:
+            self._inspect_handle.cancel()
+            self._inspect_handle = None
         if self._idle_handle is not None:
             self._idle_handle.cancel()
             self._idle_handle = None

@@ -57,8 +57,40 @@ def create(
         list[str] | None,
         typer.Option("--env", "-e", metavar="K=V", help="Environment variable. Repeatable."),
     ] = None,
-    cpus: Annotated[float | None, typer.Option(help="CPU limit, e.g. 1.5.")] = None,
-    memory: Annotated[str | None, typer.Option(help="Memory limit, e.g. 2g.")] = None,
+    cpus: Annotated[
+        str | None,
+        typer.Option(help="CPUs, e.g. 1.5, or unlimited [default: $DEVBOX_CPUS, else 2]."),
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory (no swap), e.g. 8g, or unlimited [default: $DEVBOX_MEMORY, else 4g]."
+        ),
+    ] = None,
+    pids_limit: Annotated[
+        str | None,
+        typer.Option(
+            help="Processes and threads, or unlimited [default: $DEVBOX_PIDS_LIMIT, else 4096]."
+        ),
+    ] = None,
+    tmp_size: Annotated[
+        str | None,
+        typer.Option(help="Size of the tmpfs at /tmp [default: $DEVBOX_TMP_SIZE, else 2g]."),
+    ] = None,
+    disk: Annotated[
+        str | None,
+        typer.Option(
+            help="Cap the box's writable layer, where the engine's storage driver can "
+            "[default: $DEVBOX_DISK, else not capped]."
+        ),
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            help="Docker runtime, e.g. runsc or crun, as `docker info` lists them "
+            "[default: $DEVBOX_RUNTIME, else the engine's]."
+        ),
+    ] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """Create a devbox and wait until it can run commands.
@@ -92,6 +124,10 @@ def create(
             env=env_vars,
             cpus=cpus,
             memory=memory,
+            pids_limit=pids_limit,
+            tmp_size=tmp_size,
+            disk=disk,
+            runtime=runtime,
             progress=update,
         )
     if output is Output.json:
@@ -275,6 +311,8 @@ def _fields(box: Devbox) -> None:
         ("egress network", box.egress_network),
         ("created", box.created_at),
     ]
+    if box.limits:
+        fields += [("limits", box.limits.describe()), ("hardening", box.limits.hardening())]
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
     render.print_fields(fields)

@@ -27,7 +27,8 @@ DenyOpt = _list_opt("--deny", "HOST", "Deny HOST (repeatable); a deny wins over 
 CidrOpt = _list_opt(
     "--allow-cidr",
     "CIDR",
-    "Allow addresses in CIDR (repeatable), private ranges included.",
+    "Allow IP literals in CIDR, and these addresses for names an --allow admits "
+    "(repeatable), private ranges included; it admits no name by itself.",
 )
 AddAllowOpt = _list_opt("--add-allow", "HOST", "Add an allow rule (repeatable).")
 RemoveAllowOpt = _list_opt("--remove-allow", "HOST", "Remove an allow rule (repeatable).")
@@ -198,8 +199,10 @@ def check(
 ) -> None:
     """Dry run: would a devbox under this policy reach URL?
 
-    Decides on the host name and, where it resolves here, on every
-    address it resolves to; the rule behind the decision is printed.
+    Decides on the host name and, when the name is admitted and resolves
+    here, on every address it resolves to (a name no rule admits is not
+    looked up, as the proxy never looks it up); the rule behind the
+    decision is printed.
     Exits 0 whether the destination is allowed or denied; -o json
     gives "allowed" (true/false), "reason" and "rule".
 
@@ -220,7 +223,9 @@ def check(
             ("port", result.port),
             (
                 "addresses",
-                ", ".join(result.addresses) if result.resolved else "(does not resolve here)",
+                ", ".join(result.addresses)
+                if result.resolved
+                else ("(not looked up)" if not result.allowed else "(does not resolve here)"),
             ),
         ]
     )

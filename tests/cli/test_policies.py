@@ -26,6 +26,8 @@ def run(*args: str, check_rc: int | None = 0) -> subprocess.CompletedProcess[str
     if check_rc is not None:
         assert proc.returncode == check_rc, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
+    if proc.returncode != 0:  # README: errors are one or two lines
+        assert 1 <= len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
     return proc
 
 
@@ -231,7 +233,7 @@ def test_check_an_unresolvable_name_decides_on_the_name_only():
     result = run_json("policy", "check", "anthropic-only", "https://nothing.anthropic.invalid")
     assert result["resolved"] is False and result["addresses"] == []
     assert result["allowed"] is False and result["rule"] == "no-match"
-    assert "does not resolve" in result["reason"]
+    assert "never looks it up" in result["reason"]
     run("policy", "update", "anthropic-only", "--add-allow", "*.anthropic.invalid")
     result = run_json("policy", "check", "anthropic-only", "https://x.y.anthropic.invalid")
     assert (result["allowed"], result["rule"]) == (True, "allow:*.anthropic.invalid")
@@ -312,3 +314,33 @@ def test_python_api_pushes_updates_and_refuses_deleting_a_used_policy(monkeypatc
         client.update_policy("p", allow=[])
     assert "was saved" in info.value.message
     assert client.get_policy("p").allow == ()
+
+
+def test_check_never_looks_up_a_name_only_an_allow_cidr_covers():
+    # The proxy admits a name by an allow rule only; an allow-cidr covers its addresses.
+    # So `localhost` under an allow-cidr for loopback is refused, unresolved, as the proxy
+    # refuses it (it used to resolve it and admit it by its address).
+    run("policy", "create", "cidr-only", "--allow-cidr", "127.0.0.0/8", "--allow-cidr", "::1")
+    result = run_json("policy", "check", "cidr-only", "http://localhost:8080/")
+    assert (result["allowed"], result["rule"]) == (False, "no-match")
+    assert result["resolved"] is False and result["addresses"] == []
+    assert "never looks it up" in result["reason"]
+    text = run("policy", "check", "cidr-only", "http://localhost:8080/").stdout
+    assert "(not looked up)" in text
+    literal = run_json("policy", "check", "cidr-only", "http://127.0.0.1:8080/")
+    assert (literal["allowed"], literal["rule"]) == (True, "allow-cidr:127.0.0.0/8")
+    run("policy", "update", "cidr-only", "--add-allow", "localhost")
+    named = run_json("policy", "check", "cidr-only", "http://localhost:8080/")
+    assert (named["allowed"], named["rule"], named["resolved"]) == (True, "allow:localhost", True)
+
+
+def test_check_refuses_the_unspecified_address_and_cloud_endpoints():
+    run("policy", "create", "wide", "--allow-all", "--allow-cidr", "0.0.0.0/0")
+    for url in ("http://0.0.0.0:8080/", "http://0/", "http://[::]/"):
+        result = run_json("policy", "check", "wide", url)
+        assert (result["allowed"], result["rule"]) == (False, "own-address"), url
+    azure = run_json("policy", "check", "wide", "http://168.63.129.16/machine")
+    assert (azure["allowed"], azure["rule"]) == (False, "private:168.63.129.16/32")
+    assert "Azure" in azure["reason"]
+    gcp = run_json("policy", "check", "wide", "http://metadata.google.internal/")
+    assert (gcp["allowed"], gcp["rule"]) == (False, "metadata:metadata.google.internal")

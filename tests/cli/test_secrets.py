@@ -326,6 +326,7 @@ def test_cli_exit_codes(args, stdin, code, message):
     assert proc.returncode == code, proc.stderr
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert 1 <= len(proc.stderr.strip().splitlines()) <= 2, proc.stderr
 
 
 def test_cli_conflict_on_create_is_reported_before_reading_the_value():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import select
 import subprocess
 import time
 
@@ -64,20 +65,26 @@ def test_one_mebibyte_arrives_intact_both_ways(box):
 
 
 def test_output_is_streamed_as_produced(box):
+    # The command cannot end before the test answers its first line, so that line arriving
+    # at all proves it was streamed; the deadline only keeps a broken stream from hanging CI.
     cli, name = box
     proc = subprocess.Popen(
-        [*DEVBOX, "exec", name, "--", "sh", "-c", "echo first; sleep 3; echo second"],
+        [*DEVBOX, "exec", "-i", name, "--", "sh", "-c", "echo first; read reply; echo $reply"],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         env=cli.env(),
     )
-    started = time.monotonic()
     try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "no first line while the command waits: output is held back"
         assert proc.stdout.readline() == b"first\n"
-        assert time.monotonic() - started < 2.5, "the first line waited for the command's end"
+        proc.stdin.write(b"second\n")
+        proc.stdin.close()
         assert proc.stdout.readline() == b"second\n"
     finally:
+        proc.stdin.close()  # a no-op when answered; else the command ends at EOF
         proc.stdout.close()
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     assert proc.returncode == 0
 
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import select
+import subprocess
 
 import pytest
 
-from tests.docker.conftest import RUN, Cli, docker, residue
+from tests.docker.conftest import DEVBOX, PROXY_IMAGE, RUN, Cli, docker, residue
 
 pytestmark = pytest.mark.docker
 
@@ -38,7 +40,11 @@ def _engine_objects() -> set[str]:
         (["--gateway", "nonsense"], 2, "PREFIX=GATEWAY:SECRET"),
         (["--gateway", "P=gw:KEY", "--env", "P_URL=x"], 2, "P_URL"),
         (["--env", "HTTPS_PROXY=http://evil:1"], 2, "HTTPS_PROXY"),
-        (["--memory", "lots"], 2, "--memory"),
+        (["--memory", "lots"], 2, "invalid --memory 'lots'"),
+        (["--cpus", "999"], 2, "more than the engine's"),
+        (["--pids-limit", "1"], 2, "invalid --pids-limit"),
+        (["--runtime", "no-such-runtime"], 3, "no Docker runtime 'no-such-runtime'"),
+        (["--disk", "nonsense"], 2, "invalid --disk"),
     ],
 )
 def test_create_failures_are_clear_and_leave_nothing(store: Cli, args, code, message):
@@ -126,3 +132,100 @@ def test_a_generated_name(store: Cli):
     finally:
         store("delete", created["name"])
     assert residue(created["name"]) == []
+
+
+@pytest.fixture
+def image_tags():
+    """Other names for the devbox and proxy images, removed again (the images stay)."""
+    tags = {
+        "box": f"devbox-test/{RUN}-box:1",
+        "proxy": f"devbox-test/{RUN}-proxy:1",
+    }
+    docker("tag", "devbox/default:0.1.0", tags["box"])
+    docker("tag", PROXY_IMAGE, tags["proxy"])
+    try:
+        yield tags
+    finally:
+        docker("rmi", *tags.values(), check=False)
+
+
+def test_devbox_image_and_devbox_proxy_image_choose_the_images(store: Cli, image_tags):
+    name = f"{RUN}-images"
+    env = {"DEVBOX_IMAGE": image_tags["box"], "DEVBOX_PROXY_IMAGE": image_tags["proxy"]}
+    try:
+        created = store.json("create", name, env=env)
+        assert created["image"] == image_tags["box"]
+        assert (
+            docker("inspect", "-f", "{{.Config.Image}}", f"devbox-{name}").stdout.strip()
+            == (image_tags["box"])
+        )
+        proxy_image = docker("inspect", "-f", "{{.Config.Image}}", f"devbox-{name}-proxy").stdout
+        assert proxy_image.strip() == image_tags["proxy"]
+        assert store.json("show", name)["proxy"]["health"] == "ok"
+    finally:
+        store("delete", name, check=False)
+    # --image beats DEVBOX_IMAGE; a missing image in either variable is named
+    missing = {"DEVBOX_IMAGE": f"devbox-test/{RUN}-nothing:0"}
+    proc = store("create", name, "--image", "devbox/no-such:0", env=missing, check=False)
+    assert proc.returncode == 3 and "no image devbox/no-such:0" in proc.stderr
+    proc = store("create", name, env=missing, check=False)
+    assert proc.returncode == 3 and f"no image devbox-test/{RUN}-nothing:0" in proc.stderr
+    proc = store("create", name, env={"DEVBOX_PROXY_IMAGE": missing["DEVBOX_IMAGE"]}, check=False)
+    assert proc.returncode == 3 and f"no proxy image devbox-test/{RUN}-nothing:0" in proc.stderr
+    assert residue(name) == []
+
+
+def _readline(stream, what: str) -> bytes:  # type: ignore[no-untyped-def]
+    """One line from a pipe; the deadline only keeps a stuck follower from hanging CI."""
+    ready, _, _ = select.select([stream], [], [], 60)
+    assert ready, f"no line from {what}"
+    return stream.readline()
+
+
+def test_logs_follow_prints_new_lines_as_they_come(store: Cli):
+    name = f"{RUN}-follow"
+    store("create", name, "--network-policy", "pol")
+    followers = []
+    try:
+        for args in ([], ["--egress", "-o", "json"]):
+            followers.append(
+                subprocess.Popen(
+                    [*DEVBOX, "logs", "-f", name, *args], stdout=subprocess.PIPE, env=store.env()
+                )
+            )
+        box_log, egress_log = followers
+        # written after the followers started, so only following can show them
+        store("exec", name, "--", "sh", "-c", "echo followed-line > /proc/1/fd/1")
+        assert _readline(box_log.stdout, "logs -f") == b"followed-line\n"
+        store.sh(name, "curl -s -o /dev/null http://denied.example.test/followed")
+        record = {}
+        while record.get("path") != "/followed":
+            record = json.loads(_readline(egress_log.stdout, "logs -f --egress"))
+        assert record["host"] == "denied.example.test" and record["status"] == 403
+        assert box_log.poll() is None and egress_log.poll() is None  # still following
+    finally:
+        for proc in followers:
+            proc.terminate()
+            proc.wait(timeout=30)
+            proc.stdout.close()
+        store("delete", name, check=False)
+
+
+def test_delete_all_removes_every_devbox(store: Cli):
+    others = {
+        name
+        for name in docker("ps", "-a", "--format", '{{.Label "devbox.name"}}').stdout.split()
+        if name and not name.startswith(RUN)
+    }
+    if others:
+        pytest.skip(f"this engine has devboxes of others ({', '.join(sorted(others))}), "
+                    "which delete --all would remove")  # fmt: skip
+    names = [f"{RUN}-all-a", f"{RUN}-all-b"]
+    for name in names:
+        store("create", name)
+    deleted = store.json("delete", "--all")
+    assert {r["name"] for r in deleted if r["removed"]} >= set(names)
+    assert all(residue(name) == [] for name in names)
+    assert store.json("list") == []
+    again = store("delete", "--all")
+    assert again.returncode == 0 and "no devboxes to delete" in again.stdout + again.stderr

@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 from proxy.config import PolicySpec
 
 ALLOWED_NAME = "api.allowed.test"
-LOOPBACK_CIDR = PolicySpec(name="loopback-ok", allow_cidr=("127.0.0.0/8",))
+# the test names, admitted by name; the allow-cidr lets their loopback addresses in (an
+# allow-cidr alone admits no name)
+LOOPBACK_CIDR = PolicySpec(
+    name="loopback-ok", allow=(ALLOWED_NAME, "localhost"), allow_cidr=("127.0.0.0/8",)
+)
 DENY_ALL = PolicySpec(name="deny-all")
 
 
@@ -35,6 +39,16 @@ def policy(
         allow_cidr=tuple(cidr),
         allow_all=allow_all,
     )
+
+
+class NullStream:
+    """An audit log stream that drops every line (for a ProxyApp built outside the fixture)."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
 
 
 @dataclass

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from proxy import forward
+from proxy import audit, egress
 from proxy.context import ProxyContext, Settings, State
 from proxy.policy import Policy
 from proxy.resolve import local_addresses
@@ -94,7 +94,7 @@ async def test_every_spelling_reaches_loopback_under_an_allow_cidr(
         (["192.168.1.1"], "private:192.168.0.0/16"),
         (["172.20.0.3"], "private:172.16.0.0/12"),
         (["100.64.0.1"], "private:100.64.0.0/10"),
-        (["0.0.0.0"], "private:0.0.0.0/8"),
+        (["0.0.0.0"], "own-address"),
         (["224.0.0.1"], "private:224.0.0.0/4"),
         (["255.255.255.255"], "private:255.255.255.255/32"),
         (["::ffff:127.0.0.1"], "private:127.0.0.0/8"),
@@ -140,9 +140,9 @@ async def test_no_policy_admits_a_public_destination():
         settings=Settings(),
         resolve=resolver,
     )
-    record = forward._Record(kind="connect", method="CONNECT", started=time.monotonic())
-    target = forward.make_target("Example.TEST.", 443)
-    addresses = await forward.admit(ctx, target, record)
+    record = audit.Record(kind="connect", method="CONNECT", started=time.monotonic())
+    target = egress.make_target("Example.TEST.", 443)
+    addresses = await egress.admit(ctx, target, record)
     assert [str(a) for a in addresses] == ["93.184.216.34", "2606:2800:220:1::1"]
     assert (record.decision, record.rule) == ("allow", "no-policy")
     assert resolver.calls == ["example.test"]
@@ -188,6 +188,69 @@ async def test_a_name_outside_the_policy_is_never_looked_up(start_proxy):
     assert (await connect(proxy, "secret-data.exfil.attacker.test", 443)).status == 403
     assert resolver.calls == []
     assert [r["rule"] for r in proxy.audit_records] == ["no-match", "no-match"]
+
+
+async def test_an_allow_cidr_does_not_make_refused_names_resolve(start_proxy):
+    # issue 7 item 6: with any allow-cidr the proxy used to resolve every refused name, so
+    # <data>.attacker.example left through DNS although the request was refused
+    resolver = FakeResolver({"s3cr3t.attacker.test": ["93.184.216.34"]})
+    spec = policy(allow=[ALLOWED_NAME], cidr=["0.0.0.0/0", "::/0"])
+    proxy = await start_proxy(make_config(policy=spec), resolver=resolver)
+    assert (await forward_get(proxy, "s3cr3t.attacker.test", 80)).status == 403
+    assert (await connect(proxy, "s3cr3t.attacker.test", 443)).status == 403
+    assert (await connect(proxy, "more.s3cr3t.attacker.test", 443)).status == 403
+    assert resolver.calls == []
+    assert [r["rule"] for r in proxy.audit_records] == ["no-match"] * 3
+
+
+UNSPECIFIED = ["0.0.0.0", "0", "0x0", "0.0", "0.0.0.0.", "000.0.0.0", "0.1.2.3", "[::]",
+               "[::0]", "[0:0:0:0:0:0:0:0]", "[::ffff:0.0.0.0]", "[::ffff:0:0]"]  # fmt: skip
+
+
+@pytest.mark.parametrize("spelling", UNSPECIFIED)
+async def test_the_unspecified_address_never_reaches_the_proxy(start_proxy, spelling):
+    # 0.0.0.0 and :: connect to the local host: the proxy itself, like loopback
+    spec = policy(allow_all=True, cidr=["0.0.0.0/0", "::/0"])
+    proxy = await start_proxy(make_config(policy=spec), resolver=FakeResolver({}))
+    for resp in (
+        await forward_get(proxy, spelling, proxy.port),
+        await connect(proxy, spelling, proxy.port),
+    ):
+        assert resp.status == 403, resp.body
+        assert b"(rule own-address)" in resp.body
+    # a name resolving there: the same
+    resolver = FakeResolver({"zero.test": ["0.0.0.0"], "zero6.test": ["::"]})
+    proxy = await start_proxy(make_config(policy=spec), resolver=resolver)
+    for host in ("zero.test", "zero6.test"):
+        resp = await connect(proxy, host, proxy.port)
+        assert resp.status == 403 and b"(rule own-address)" in resp.body
+
+
+@pytest.mark.parametrize(
+    ("host", "rule"),
+    [
+        ("168.63.129.16", "private:168.63.129.16/32"),
+        ("0xa83f8110", "private:168.63.129.16/32"),
+        ("[::ffff:168.63.129.16]", "private:168.63.129.16/32"),
+        ("169.254.169.254", "private:169.254.0.0/16"),
+        ("169.254.170.2", "private:169.254.0.0/16"),
+        ("100.100.100.200", "private:100.64.0.0/10"),
+        ("192.0.0.192", "private:192.0.0.0/24"),
+        ("[fd00:ec2::254]", "private:fc00::/7"),
+        ("metadata.google.internal", "metadata:metadata.google.internal"),
+        ("azure-wire.test", "private:168.63.129.16/32"),  # a name resolving there
+    ],
+)
+async def test_cloud_host_endpoints_are_refused_under_broad_rules(start_proxy, host, rule):
+    resolver = FakeResolver(
+        {"azure-wire.test": ["168.63.129.16"], "metadata.google.internal": ["169.254.169.254"]}
+    )
+    spec = policy(allow_all=True, cidr=["0.0.0.0/0", "::/0", "169.254.0.0/16", "fc00::/7"])
+    proxy = await start_proxy(make_config(policy=spec), resolver=resolver)
+    for resp in (await forward_get(proxy, host, 80), await connect(proxy, host, 443)):
+        assert resp.status == 403, resp.body
+        assert f"(rule {rule})".encode() in resp.body
+    assert "metadata.google.internal" not in resolver.calls
 
 
 async def test_an_allowed_name_does_not_open_private_ranges(start_proxy, http_upstream):

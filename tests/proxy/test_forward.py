@@ -61,7 +61,7 @@ async def test_get_goes_upstream_with_clean_headers(allowed_proxy, http_upstream
     assert record["port"] == http_upstream.port
     assert record["path"] == "/v1/items"
     assert (record["status"], record["decision"]) == (200, "allow")
-    assert record["rule"] == "allow-cidr:127.0.0.0/8"
+    assert record["rule"] == f"allow:{ALLOWED_NAME}"
     assert "token=abc" not in "".join(allowed_proxy.app.audit_sink.lines)
 
 
@@ -333,14 +333,15 @@ async def test_allowed_name_that_does_not_resolve_gets_502(start_proxy):
     assert proxy.audit_records[0]["rule"] == "dns"
 
 
-async def test_unlisted_name_that_does_not_resolve_is_refused_not_502(start_proxy):
-    # An allow-cidr makes the proxy look the name up; no address means nothing to admit.
-    resolver = FakeResolver({})
+async def test_unlisted_name_is_refused_without_a_lookup_despite_an_allow_cidr(start_proxy):
+    # An allow-cidr admits addresses of admitted names only: an unlisted name is refused on
+    # the name alone and never resolved (no DNS exfiltration).
+    resolver = FakeResolver({"nowhere.test": ["127.0.0.1"]})
     proxy = await start_proxy(make_config(policy=LOOPBACK_CIDR), resolver=resolver)
     resp = await raw_exchange(proxy.port, get_request("http://nowhere.test/", "nowhere.test"))
     assert resp.status == 403
     assert b"no allow rule" in resp.body
-    assert resolver.calls == ["nowhere.test"]
+    assert resolver.calls == []
     assert proxy.audit_records[0]["rule"] == "no-match"
 
 

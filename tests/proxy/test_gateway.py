@@ -214,6 +214,26 @@ async def test_hop_by_hop_and_connection_listed_headers_are_stripped(
     assert "x-private" not in seen and "proxy-authorization" not in seen
 
 
+@pytest.mark.parametrize("status", [401, 403, 404])
+async def test_the_endpoints_own_refusal_is_logged_as_allowed_by_the_proxy(
+    status, upstream, start_proxy, client
+):
+    async def refuse(request: web.Request) -> web.Response:
+        return web.Response(status=status, text="the endpoint says no")
+
+    up = await upstream({"/v1/no": refuse})
+    proxy = await start_proxy(make_config(binding(up.url)))
+    async with client.get(f"{proxy.url}{GW}/v1/no", headers=BEARER_A) as resp:
+        assert resp.status == status
+    assert len(up.requests) == 1
+    record = proxy.audit_records[-1]
+    assert (record["status"], record["decision"]) == (status, "allow")
+    async with client.get(f"{proxy.url}/gw/NOPE/v1/no", headers=BEARER_A) as resp:
+        assert resp.status == 404
+    record = proxy.audit_records[-1]
+    assert (record["status"], record["decision"]) == (404, "deny")
+
+
 async def test_redirect_to_another_host_is_returned_not_followed(upstream, start_proxy, client):
     other = await upstream()
 

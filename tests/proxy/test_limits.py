@@ -8,7 +8,7 @@ import time
 import pytest
 
 from proxy.context import Settings
-from tests.proxy.conftest import SECRET_A, TOKEN_A, binding, make_config
+from tests.proxy.conftest import TOKEN_A, binding, make_config
 
 GW = "/gw/ANTHROPIC_API_KEY"
 
@@ -71,6 +71,8 @@ async def test_unfinished_head_past_the_cap_is_cut(start_proxy):
 
 
 async def test_slowloris_is_cut_after_header_timeout(start_proxy):
+    """The deadline covers the whole head: a byte every 50 ms (each well inside the 0.5 s
+    timeout) does not keep the connection, which is cut long before the 6 s trickle ends."""
     proxy = await start_proxy(make_config(), Settings(header_timeout=0.5))
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     head = b"GET /_devbox/health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100
@@ -89,7 +91,8 @@ async def test_slowloris_is_cut_after_header_timeout(start_proxy):
         await asyncio.sleep(0.05)
     writer.close()
     assert closed_at is not None, "the proxy kept a slowloris connection open"
-    assert 0.4 < closed_at - started < 2.0
+    # not before the timeout (a timer never fires early; 0.1 s for connect/accept ordering)
+    assert closed_at - started > 0.4
 
 
 async def _closed(reader: asyncio.StreamReader) -> bool:
@@ -106,8 +109,8 @@ async def test_connection_that_sends_nothing_is_closed(start_proxy):
     proxy = await start_proxy(make_config(), Settings(header_timeout=0.3))
     reader, writer = await asyncio.open_connection(proxy.host, proxy.port)
     started = time.monotonic()
-    assert await asyncio.wait_for(reader.read(), 5) == b""
-    assert time.monotonic() - started < 2.0
+    assert await asyncio.wait_for(reader.read(), 60) == b""  # 60 s: a failure, not a bound
+    assert time.monotonic() - started > 0.2  # cut by the timeout, not at once
     writer.close()
 
 
@@ -127,17 +130,32 @@ async def test_slow_but_complete_request_is_served(http_upstream, start_proxy):
     assert b'"body": "abcd"' in answer
 
 
+async def wait_for_connections(proxy, count: int) -> None:
+    """Until the server has registered exactly `count` connections (or 30 s: a failure)."""
+    async with asyncio.timeout(30):
+        while len(proxy.app._server.connections) != count:
+            await asyncio.sleep(0.01)
+
+
+HEALTH = b"GET /_devbox/health HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
 async def test_connection_cap_refuses_extra_connections(start_proxy):
     proxy = await start_proxy(make_config(), Settings(max_connections=3))
     held = [await asyncio.open_connection(proxy.host, proxy.port) for _ in range(3)]
-    await asyncio.sleep(0)  # let the server register them
-    answer = await exchange(proxy, b"GET /_devbox/health HTTP/1.1\r\nHost: x\r\n\r\n")
+    await wait_for_connections(proxy, 3)
+    answer = await exchange(proxy, HEALTH)
     assert status_of(answer) == 503
+    assert answer.endswith(b"too many connections")
+    # the refused one was never counted, and the held ones are still served
+    assert len(proxy.app._server.connections) == 3
+    reader, writer = held[0]
+    writer.write(HEALTH)
+    assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)) == 200
     for _, writer in held:
         writer.close()
-    await asyncio.sleep(0.05)
-    answer = await exchange(proxy, b"GET /_devbox/health HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert status_of(answer) == 200
+    await wait_for_connections(proxy, 0)
+    assert status_of(await exchange(proxy, HEALTH)) == 200
 
 
 @pytest.mark.parametrize(
@@ -170,9 +188,10 @@ async def test_unconfigured_proxy_fails_closed(start_proxy, client):
     assert status_of(answer) == 503
 
 
-async def test_unknown_origin_form_path_is_404(start_proxy, client):
-    proxy = await start_proxy(make_config())
-    async with client.get(f"{proxy.url}/admin") as resp:
+@pytest.mark.parametrize("path", ["/admin", "/_devbox/config", "/gwx/ANTHROPIC_API_KEY/x"])
+async def test_unknown_origin_form_path_is_404(http_upstream, start_proxy, client, path):
+    proxy = await start_proxy(make_config(binding(http_upstream.url)))
+    async with client.get(f"{proxy.url}{path}", headers={"x-api-key": TOKEN_A}) as resp:
         assert resp.status == 404
         assert await resp.text() == "not found\n"
-    assert SECRET_A  # (no secret in this config at all)
+    assert http_upstream.requests == []  # nothing reached the gateway's upstream

@@ -195,15 +195,17 @@ DECISIONS = [
     (compile_(allow_all=True), "internal.corp", 443, [ip("10.0.0.7")], False, "private:10.0.0.0/8"),
     # an empty policy denies everything
     (compile_(), "example.com", 443, [PUBLIC], False, "no-match"),
-    # allow-cidr: private ranges become reachable, by name or literal
+    # allow-cidr: private ranges become reachable for IP literals; a name needs an allow
+    # rule of its own (it is never admitted, so never resolved, on an allow-cidr alone)
     (compile_(allow_cidr=["10.0.0.0/8"]), "10.1.2.3", 80, [], True, "allow-cidr:10.0.0.0/8"),
+    (compile_(allow_cidr=["10.0.0.0/8"]), "db.internal", 5432, [ip("10.9.9.9")], False, "no-match"),
     (
-        compile_(allow_cidr=["10.0.0.0/8"]),
+        compile_(allow=["db.internal"], allow_cidr=["10.0.0.0/8"]),
         "db.internal",
         5432,
         [ip("10.9.9.9")],
         True,
-        "allow-cidr:10.0.0.0/8",
+        "allow:db.internal",
     ),
     (compile_(allow_cidr=["10.0.0.0/8"]), "db.internal", 5432, [], False, "no-match"),
     (
@@ -231,8 +233,8 @@ DECISIONS = [
         "example.com",
         443,
         [PUBLIC],
-        True,
-        "allow-cidr:93.184.216.0/24",
+        False,
+        "no-match",
     ),
     (
         compile_(allow_cidr=["93.184.216.0/24"]),
@@ -266,7 +268,7 @@ DECISIONS = [
         80,
         [ip("169.254.169.254")],
         False,
-        "private:169.254.0.0/16",
+        "metadata:metadata.google.internal",
     ),
     # several addresses: one private address refuses the whole destination
     (ANTHROPIC, "api.anthropic.com", 443, [PUBLIC, ip("10.0.0.1")], False, "private:10.0.0.0/8"),
@@ -446,7 +448,9 @@ def test_special_ranges(address, rule, words):
     assert name is not None and words in name and rule in name
     decision = decide(compile_(allow_all=True), "some.example", 443, [addr])
     assert not decision.allowed
-    assert decision.rule == f"private:{rule}"
+    # the unspecified address is the proxy's own (see test_the_unspecified_address_...)
+    expected = "own-address" if rule in ("0.0.0.0/8", "::/128") else f"private:{rule}"
+    assert decision.rule == expected
 
 
 @pytest.mark.parametrize(
@@ -686,3 +690,82 @@ def test_proxy_import_boundaries(modules, banned):
     code = f"import sys, {modules}; print(sorted(m for m in {banned!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --- the unspecified address, cloud host endpoints, names and allow-cidr (issue 7) -----------
+
+
+@pytest.mark.parametrize(
+    "host",
+    ["0.0.0.0", "0", "0x0", "0.0", "00.0.0.0", "0.0.0.1", "0.255.255.255", "[::]", "[::0]",
+     "[0:0:0:0:0:0:0:0]", "[::ffff:0.0.0.0]", "[::ffff:0:0]", "0.0.0.0."],
+)  # fmt: skip
+def test_the_unspecified_address_is_the_proxys_own_under_every_rule(host):
+    # a connect to 0.0.0.0 or :: reaches the local host: no allow-cidr may open it
+    for policy in (
+        compile_(allow_cidr=["0.0.0.0/0", "::/0"]),
+        compile_(allow_all=True, allow_cidr=["0.0.0.0/8", "::/128"]),
+        None,
+    ):
+        decision = decide(policy, host, 80)
+        assert (decision.allowed, decision.rule) == (False, "own-address"), (host, policy)
+        assert "unspecified" in decision.reason
+    # the same through a name that resolves there
+    address = parse_ip_literal(host)
+    assert address is not None
+    decision = decide(compile_(allow=["x.example"], allow_cidr=["0.0.0.0/0"]), "x.example", 80,
+                      [address])  # fmt: skip
+    assert decision.rule == "own-address"
+
+
+CLOUD_ENDPOINTS = [
+    ("169.254.169.254", "private:169.254.0.0/16"),
+    ("169.254.170.2", "private:169.254.0.0/16"),
+    ("169.254.0.23", "private:169.254.0.0/16"),
+    ("168.63.129.16", "private:168.63.129.16/32"),
+    ("100.100.100.200", "private:100.64.0.0/10"),
+    ("192.0.0.192", "private:192.0.0.0/24"),
+    ("[fd00:ec2::254]", "private:fc00::/7"),
+    ("[fd20:ce::254]", "private:fc00::/7"),
+    ("[::ffff:168.63.129.16]", "private:168.63.129.16/32"),
+    ("0xa83f8110", "private:168.63.129.16/32"),  # 168.63.129.16 in hex
+]
+
+
+@pytest.mark.parametrize(("host", "rule"), CLOUD_ENDPOINTS)
+def test_cloud_host_endpoints_need_an_allow_cidr_naming_them_exactly(host, rule):
+    broad = compile_(allow_all=True, allow_cidr=["0.0.0.0/0", "::/0", "169.254.0.0/16"])
+    for policy in (None, compile_(allow_all=True), broad):
+        decision = decide(policy, host, 80)
+        assert (decision.allowed, decision.rule) == (False, rule), (host, policy)
+        # a name resolving there is refused the same way
+        address = parse_ip_literal(host)
+        by_name = decide(policy, "innocent.example", 80, [address])
+        assert (by_name.allowed, by_name.rule) == (False, rule)
+    exact = compile_(allow_cidr=[f"{address}/{address.max_prefixlen}"])
+    assert decide(exact, host, 80).allowed
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["metadata.google.internal", "METADATA.google.internal.", "metadata.goog",
+     "instance-data.ec2.internal"],
+)  # fmt: skip
+def test_metadata_names_are_refused_before_any_lookup(name):
+    for policy in (None, compile_(allow_all=True), compile_(allow=[name.lower().rstrip(".")])):
+        decision = decide(policy, name, 80)
+        assert not decision.allowed and decision.rule.startswith("metadata:"), policy
+
+
+def test_an_allow_cidr_never_admits_a_name_by_itself():
+    policy = compile_(allow_cidr=["0.0.0.0/0", "::/0"])
+    # decided on the name alone: refused, so the caller never needs to resolve it
+    assert decide(policy, "data.attacker.example", 443).rule == "no-match"
+    assert decide(policy, "data.attacker.example", 443, [PUBLIC]).rule == "no-match"
+    assert decide(policy, "93.184.216.34", 443).rule == "allow-cidr:0.0.0.0/0"
+    # an allow rule admits the name; the allow-cidr then covers its private address
+    named = compile_(allow=["db.corp"], allow_cidr=["10.0.0.0/8"])
+    assert decide(named, "db.corp", 5432).allowed
+    assert decide(named, "db.corp", 5432, [ip("10.1.1.1")]).rule == "allow:db.corp"
+    assert decide(named, "db.corp", 5432, [ip("172.16.0.1")]).rule == "private:172.16.0.0/12"
+    assert decide(named, "other.corp", 5432).rule == "no-match"

@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from proxy.context import Settings
 from tests.proxy.conftest import SECRET_A, TOKEN_A, TOKEN_B, binding, make_config
 
 GW = "/gw/ANTHROPIC_API_KEY"
@@ -67,21 +68,25 @@ async def test_client_that_stops_reading_does_not_grow_proxy_memory(upstream, st
     writer.close()
 
 
-async def test_sse_events_arrive_within_50ms_of_being_sent(upstream, start_proxy, client):
-    sent_at: list[float] = []
+async def test_sse_events_pass_one_at_a_time(upstream, start_proxy, client):
+    """Each event reaches the client before the upstream sends the next: the upstream waits
+    for the client's acknowledgement, so a proxy that held events back (buffering, or
+    waiting for more bytes to compress) would stall the stream and fail the test."""
+    acked = [asyncio.Event() for _ in range(6)]
+    finished = asyncio.Event()
 
     async def sse(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
-        for i in range(6):
-            await asyncio.sleep(0.15)
-            sent_at.append(time.monotonic())
+        for i, ack in enumerate(acked):
             await resp.write(f'event: delta\ndata: {{"i": {i}}}\n\n'.encode())
+            await asyncio.wait_for(ack.wait(), 30)  # the handshake
+        finished.set()
         return resp
 
     up = await upstream({"/sse": sse})
     proxy = await start_proxy(make_config(binding(up.url)))
-    arrived: list[float] = []
+    arrived: list[bytes] = []
     headers = {**BEARER_A, "Accept": "text/event-stream"}
     async with client.get(
         f"{proxy.url}{GW}/sse", headers=headers, skip_auto_headers=("Accept-Encoding",)
@@ -93,11 +98,11 @@ async def test_sse_events_arrive_within_50ms_of_being_sent(upstream, start_proxy
         async for data in resp.content.iter_any():
             buf += data
             while b"\n\n" in buf:
-                _, buf = buf.split(b"\n\n", 1)
-                arrived.append(time.monotonic())
-    assert len(arrived) == 6
-    lags = [a - s for a, s in zip(arrived, sent_at, strict=True)]
-    assert max(lags) < 0.05, lags
+                event, buf = buf.split(b"\n\n", 1)
+                arrived.append(event)
+                acked[len(arrived) - 1].set()
+    assert finished.is_set()
+    assert arrived == [f'event: delta\ndata: {{"i": {i}}}'.encode() for i in range(6)]
     # none asked: identity is said, so the upstream cannot pick a coding (or buffer)
     assert up.requests[0]["headers"]["Accept-Encoding"] == "identity"
 
@@ -163,11 +168,65 @@ async def test_websocket_refused_without_token(upstream, start_proxy, client):
     assert up.requests == []
 
 
-async def test_silent_streams_are_not_cut_before_ten_minutes(start_proxy, http_upstream):
-    proxy = await start_proxy(make_config(binding(http_upstream.url)))
-    timeout = proxy.ctx.session.timeout
-    assert timeout.total is None
-    assert timeout.sock_read >= 600
+def _quiet_stream(first_read: asyncio.Event, quiet: float | asyncio.Event):
+    """An SSE handler: one event, then silence for `quiet` seconds (or until that event is
+    set), counted from when the client has read the first event, then a second event."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b"data: 1\n\n")
+        await first_read.wait()
+        if isinstance(quiet, asyncio.Event):
+            await quiet.wait()
+        else:
+            await asyncio.sleep(quiet)
+        await resp.write(b"data: 2\n\n")
+        return resp
+
+    return handler
+
+
+async def test_a_quiet_stream_outlives_aiohttps_default_timeouts(
+    upstream, start_proxy, client, monkeypatch
+):
+    """An LLM that thinks for minutes sends nothing meanwhile. aiohttp's defaults would cut
+    such a stream (total=300 s); the proxy's session must not fall back on them. Here the
+    defaults are shrunk to 0.1 s so that a session using them would cut this stream."""
+    monkeypatch.setattr(
+        aiohttp.client, "DEFAULT_TIMEOUT", aiohttp.ClientTimeout(total=0.1, sock_read=0.1)
+    )
+    first_read = asyncio.Event()
+    up = await upstream({"/think": _quiet_stream(first_read, quiet=0.5)})
+    proxy = await start_proxy(make_config(binding(up.url)), Settings(idle_timeout=60))
+    async with client.get(f"{proxy.url}{GW}/think", headers=BEARER_A) as resp:
+        assert resp.status == 200
+        assert await resp.content.readuntil(b"\n\n") == b"data: 1\n\n"
+        first_read.set()
+        quiet_from = time.monotonic()
+        assert await resp.content.readuntil(b"\n\n") == b"data: 2\n\n"
+        assert time.monotonic() - quiet_from >= 0.5  # the silence outlasted the defaults
+
+
+async def test_a_stream_quiet_past_the_idle_timeout_is_cut(upstream, start_proxy, client):
+    """The other side of the same knob: silence longer than idle_timeout ends the stream."""
+    first_read, test_over = asyncio.Event(), asyncio.Event()
+    up = await upstream({"/think": _quiet_stream(first_read, quiet=test_over)})
+    proxy = await start_proxy(make_config(binding(up.url)), Settings(idle_timeout=0.3))
+    try:
+        async with client.get(f"{proxy.url}{GW}/think", headers=BEARER_A) as resp:
+            assert await resp.content.readuntil(b"\n\n") == b"data: 1\n\n"
+            first_read.set()
+            quiet_from = time.monotonic()
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await asyncio.wait_for(resp.content.read(), 30)
+            assert time.monotonic() - quiet_from >= 0.3
+    finally:
+        test_over.set()  # let the upstream's handler end, so its server shuts down at once
+
+
+def test_the_production_idle_timeout_is_at_least_ten_minutes():
+    assert Settings().idle_timeout >= 600
 
 
 async def test_live_reload_keeps_a_stream_in_flight(upstream, start_proxy, client):
