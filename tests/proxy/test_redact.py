@@ -309,3 +309,28 @@ def test_each_feed_gives_out_all_the_input_so_far_decodes_to(step, size):
         expected += oracle.decompress(chunk)
         assert received == expected, i
     assert received + decoder.finish() == body
+
+
+def test_a_secret_whose_end_may_start_another_is_held_whole():
+    # "1234z" may start the second secret: the cut falls inside the first, which is then
+    # held back whole (twice over: the first secret appears again before it)
+    redactor = Redactor(["abcd1234", "1234zz99"])
+    for body in (b"abcd1234z", b"abcd1234 abcd1234z"):
+        stream = redactor.body()
+        first = stream.feed(body)
+        assert b"abcd" not in first
+        out = first + stream.feed(b"Q") + stream.flush()
+        assert out == redactor.bytes(body + b"Q")
+        assert b"abcd" not in out and b"1234" not in out
+
+
+def test_a_cut_moved_back_is_checked_again():
+    # "89ab" straddles the first cut; moving before it makes "0123456789" straddle the next
+    redactor = Redactor(["0123456789", "89ab", "abXY"])
+    stream = redactor.body()
+    assert stream.feed(b"0123456789ab") == b""
+    assert stream.feed(b"Q") + stream.flush() == MARKER + b"abQ"
+
+
+def test_an_empty_body_flushes_to_nothing():
+    assert Redactor(["sk-secret"]).body().flush() == b""
