@@ -324,6 +324,14 @@ def test_a_secret_whose_end_may_start_another_is_held_whole():
         assert b"abcd" not in out and b"1234" not in out
 
 
+def test_the_straddling_secret_is_found_before_another_copy_in_the_held_tail():
+    # the held tail "defabcdef" (the start of the longer secret) holds "abcdef" whole too
+    redactor = Redactor(["abcdef", "defabcdefQQ"])
+    stream = redactor.body()
+    assert stream.feed(b"abcdefabcdef") == b""
+    assert stream.feed(b"!") + stream.flush() == MARKER + MARKER + b"!"
+
+
 def test_a_cut_moved_back_is_checked_again():
     # "89ab" straddles the first cut; moving before it makes "0123456789" straddle the next
     redactor = Redactor(["0123456789", "89ab", "abXY"])
