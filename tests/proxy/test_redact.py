@@ -333,11 +333,19 @@ def test_the_straddling_secret_is_found_before_another_copy_in_the_held_tail():
 
 
 def test_a_cut_moved_back_is_checked_again():
-    # "89ab" straddles the first cut; moving before it makes "0123456789" straddle the next
+    # "89ab" straddles the first cut ("abX" may start "abXY"); moving before it makes
+    # "0123456789" straddle the new one
     redactor = Redactor(["0123456789", "89ab", "abXY"])
     stream = redactor.body()
-    assert stream.feed(b"0123456789ab") == b""
-    assert stream.feed(b"Q") + stream.flush() == MARKER + b"abQ"
+    assert stream.feed(b"0123456789abX") == b""
+    assert stream.feed(b"Q") + stream.flush() == MARKER + b"abXQ"
+
+
+def test_a_secret_with_only_its_last_byte_past_the_cut_is_held():
+    redactor = Redactor(["abcdef", "fQQQ"])
+    stream = redactor.body()
+    assert stream.feed(b"abcdefQ") == b""
+    assert stream.feed(b"!") + stream.flush() == MARKER + b"Q!"
 
 
 def test_an_empty_body_flushes_to_nothing():
