@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # tests/conftest.py (in_ci), which tests/test_ci_gate.py checks against this line.
 IN_CI := $(filter 1 true yes,$(shell printf '%s' "$$CI" | tr '[:upper:]' '[:lower:]'))
 
-.PHONY: install docker images test test-fast test-engines lint bench bench-proxy bench-devbox clean
+.PHONY: install docker images test test-fast test-engines lint mutants bench bench-proxy bench-devbox clean
 
 install: $(BIN)/devbox
 
@@ -44,6 +44,17 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Mutation testing of the security core (config: [tool.mutmut] in pyproject.toml). Slow and
+# never part of `make test`; one child process. Narrow it with e.g. MUTANTS='proxy.paths*'.
+MUTANTS ?= proxy.redact* proxy.paths* proxy.policy* devbox_cli.sealing* \
+	proxy.gateway.x_check_binding* proxy.gateway.x__presented_tokens* proxy.gateway.x__authorized* \
+	proxy.gateway.x__credential_headers* proxy.gateway.x__upstream_query* \
+	proxy.gateway.x__upstream_headers* proxy.gateway.x_redactor_for* proxy.gateway.x__split_target*
+mutants: install
+	$(BIN)/pip install -q -e '.[dev,mutation]'
+	$(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
+	$(BIN)/mutmut results
+
 bench: bench-proxy bench-devbox
 
 bench-proxy: install
@@ -53,4 +64,4 @@ bench-devbox: install images
 	$(BIN)/python bench/bench_devbox.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info .pytest_cache mutants

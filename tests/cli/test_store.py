@@ -3,16 +3,25 @@ and the passphrase. Concurrency is tested with real `devbox` processes."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
 import stat
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from nacl import pwhash
+from nacl.public import PrivateKey, SealedBox
+from nacl.secret import SecretBox
+from nacl.utils import random as nacl_random
 
+from devbox_cli import sealing
 from devbox_cli.errors import StoreError
+from devbox_cli.sealing import PassphraseError, SealingError
 from devbox_cli.store import KEY_FILE, Store, default_home
 from tests.cli.support import run
 
@@ -334,3 +343,144 @@ def test_missing_key_with_sealed_secrets_is_not_replaced(tmp_path):
 def test_store_repr_carries_no_passphrase(tmp_path):
     store = Store.open(tmp_path, passphrase="hunter2-passphrase")
     assert "hunter2" not in repr(store)
+
+
+# -- the sealing module itself (pure: bytes and dicts in and out) -------------------------
+
+
+@contextlib.contextmanager
+def fails_with(kind: type[Exception], message: str) -> Iterator[None]:
+    """The error a user is shown, word for word."""
+    with pytest.raises(kind) as err:
+        yield
+    assert str(err.value) == message
+
+
+def _fast_blob(private: PrivateKey, passphrase: str, **override: object) -> dict:
+    """A protected key blob made independently of sealing.py, with the cheapest Argon2id
+    limits: a key stored with limits other than today's must still open."""
+    salt = nacl_random(pwhash.argon2id.SALTBYTES)
+    ops, mem = pwhash.argon2id.OPSLIMIT_MIN, pwhash.argon2id.MEMLIMIT_MIN
+    box_key = pwhash.argon2id.kdf(
+        SecretBox.KEY_SIZE, passphrase.encode(), salt, opslimit=ops, memlimit=mem
+    )
+    blob = {
+        "format": 1,
+        "protected": True,
+        "kdf": "argon2id",
+        "salt": base64.b64encode(salt).decode(),
+        "opslimit": ops,
+        "memlimit": mem,
+        "key": base64.b64encode(SecretBox(box_key).encrypt(bytes(private))).decode(),
+    }
+    return {**blob, **override}
+
+
+def test_base64_fields_are_strict():
+    assert sealing.unb64(sealing.b64(b"\x00\xffkey"), "x") == b"\x00\xffkey"
+    for bad in (None, 3, b"QUJD"):
+        with fails_with(SealingError, "the salt is not a base64 string"):
+            sealing.unb64(bad, "the salt")
+    for bad in ("QUJD!", "QUJ", "QU JD", "é"):  # junk is refused, not skipped
+        with fails_with(SealingError, "the salt is not valid base64"):
+            sealing.unb64(bad, "the salt")
+
+
+def test_public_key_text_is_checked():
+    key = PrivateKey.generate().public_key
+    text = f"  {base64.b64encode(bytes(key)).decode()}\n"
+    assert bytes(sealing.public_key_from_text(text)) == bytes(key)
+    with fails_with(SealingError, "the public key has the wrong length"):
+        sealing.public_key_from_text("AAAA")
+    with fails_with(SealingError, "the public key is not valid base64"):
+        sealing.public_key_from_text("not a key")
+
+
+def test_unseal_names_what_is_wrong_with_a_sealed_value():
+    key = PrivateKey.generate()
+    assert sealing.unseal(key, sealing.seal(key.public_key, "sk-ü-€")) == "sk-ü-€"
+    other = sealing.seal(PrivateKey.generate().public_key, "v")
+    with fails_with(SealingError, "a sealed value does not open with this store's private key"):
+        sealing.unseal(key, other)
+    not_text = base64.b64encode(SealedBox(key.public_key).encrypt(b"\xff\xfe")).decode()
+    with fails_with(SealingError, "a sealed value is not UTF-8 text"):
+        sealing.unseal(key, not_text)
+    with fails_with(SealingError, "a sealed value is not valid base64"):
+        sealing.unseal(key, "%%%")
+
+
+@pytest.mark.parametrize("passphrase", [None, ""])
+def test_key_without_passphrase_is_stored_in_the_clear(passphrase):
+    key = PrivateKey.generate()
+    blob = sealing.dump_private_key(key, passphrase)
+    assert blob == {"format": 1, "protected": False, "key": base64.b64encode(bytes(key)).decode()}
+    assert not sealing.is_protected(blob)
+    assert bytes(sealing.load_private_key(blob, None)) == bytes(key)
+    assert bytes(sealing.load_private_key(blob, "ignored")) == bytes(key)
+
+
+def test_key_under_passphrase_is_encrypted_with_its_parameters_beside_it():
+    key = PrivateKey.generate()
+    blob = sealing.dump_private_key(key, "pass phrase")
+    assert sealing.is_protected(blob)
+    assert blob["protected"] is True
+    assert blob["kdf"] == "argon2id"
+    assert blob["opslimit"] == pwhash.argon2id.OPSLIMIT_INTERACTIVE
+    assert blob["memlimit"] == pwhash.argon2id.MEMLIMIT_INTERACTIVE
+    assert len(base64.b64decode(blob["salt"])) == pwhash.argon2id.SALTBYTES
+    assert base64.b64encode(bytes(key)).decode() not in json.dumps(blob)
+    # an independent reading of the blob: Argon2id with the stored salt and limits
+    box_key = pwhash.argon2id.kdf(
+        SecretBox.KEY_SIZE,
+        b"pass phrase",
+        base64.b64decode(blob["salt"]),
+        opslimit=blob["opslimit"],
+        memlimit=blob["memlimit"],
+    )
+    assert SecretBox(box_key).decrypt(base64.b64decode(blob["key"])) == bytes(key)
+    assert bytes(sealing.load_private_key(blob, "pass phrase")) == bytes(key)
+
+
+def test_key_stored_with_other_limits_opens_with_them():
+    key = PrivateKey.generate()
+    blob = _fast_blob(key, "p-ü")
+    assert sealing.is_protected(blob)
+    assert bytes(sealing.load_private_key(blob, "p-ü")) == bytes(key)
+    with fails_with(PassphraseError, "wrong passphrase for the private key"):
+        sealing.load_private_key(blob, "p-u")
+    for missing in (None, ""):
+        with fails_with(PassphraseError, "the private key is protected by a passphrase"):
+            sealing.load_private_key(blob, missing)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"kdf": "scrypt"}, "unknown key derivation 'scrypt'"),
+        ({"kdf": None}, "unknown key derivation None"),
+        ({"salt": None}, "the key salt is not a base64 string"),
+        ({"salt": "AAAA"}, "the key's Argon2id salt or limits are invalid"),
+        ({"opslimit": 0}, "the key's Argon2id salt or limits are invalid"),
+        ({"opslimit": "1"}, "the key's Argon2id limits are malformed"),
+        ({"memlimit": "8192"}, "the key's Argon2id limits are malformed"),
+        ({"memlimit": None}, "the key's Argon2id limits are malformed"),
+        ({"key": 7}, "the private key is not a base64 string"),
+        ({"format": 2}, "not a format-1 devbox private key"),
+        ({"format": None}, "not a format-1 devbox private key"),
+    ],
+)
+def test_malformed_protected_key_is_named_never_a_passphrase_problem(override, message):
+    blob = _fast_blob(PrivateKey.generate(), "p", **override)
+    with pytest.raises(SealingError) as err:
+        sealing.load_private_key(blob, "p")
+    assert str(err.value) == message
+    assert not isinstance(err.value, PassphraseError)
+
+
+def test_private_key_of_the_wrong_length_is_refused():
+    short = {"format": 1, "protected": False, "key": base64.b64encode(b"\x01" * 31).decode()}
+    with fails_with(SealingError, "the private key has the wrong length"):
+        sealing.load_private_key(short, None)
+    for blob in ("key", ["format", 1], None):
+        with fails_with(SealingError, "not a format-1 devbox private key"):
+            sealing.load_private_key(blob, None)

@@ -17,6 +17,10 @@ ACCEPTED = [
     ("/v1/..x/.y", "/v1/..x/.y"),
     ("/v1/%E2%82%AC", "/v1/\u20ac"),
     ("/v1/a%3Fb", "/v1/a"),  # a decoded '?' ends the segment, as a re-parsing upstream reads it
+    ("/v1/X../..X/X.X", "/v1/X../..X/X.X"),  # dots inside a name
+    ("/v1/a%FFb", "/v1/a\ufffdb"),  # bytes that are not UTF-8: replaced, never an exception
+    ("/v1/a\udcffb", "/v1/a\ufffdb"),  # what a server makes of such a byte in a raw path
+    ("/v1/%" + "25" * 3 + "41", "/v1/A"),  # MAX_DECODE_ROUNDS layers of encoding: read
 ]
 
 REFUSED = [
@@ -49,7 +53,17 @@ REFUSED = [
     ("/v1/a%0d%0aX: y", "control"),
     ("/v1/a\x7f", "control"),
     ("/v1/%" + "25" * 5 + "2e", "too many layers"),
+    ("/v1/%" + "25" * 4 + "41", "too many layers"),  # one layer more than MAX_DECODE_ROUNDS
 ]
+
+# what the client is shown (a 400's text): a fixed phrase per reason
+MESSAGES = {
+    "'#'": "'#' is not allowed in a path",
+    "dot segments": "dot segments are not allowed in a path",
+    "backslash": "backslashes are not allowed in a path",
+    "control": "control characters are not allowed in a path",
+    "too many layers": "too many layers of percent-encoding in a path",
+}
 
 
 @pytest.mark.parametrize(("raw", "canonical"), ACCEPTED)
@@ -61,7 +75,7 @@ def test_accepted_paths_and_their_canonical_form(raw, canonical):
 def test_refused_paths(raw, reason):
     with pytest.raises(PathError) as err:
         canonical_path(raw)
-    assert reason in str(err.value)
+    assert str(err.value) == MESSAGES[reason]
     assert raw not in str(err.value)  # a fixed phrase, never the input
 
 
