@@ -19,10 +19,9 @@ from nacl.public import PrivateKey, SealedBox
 from nacl.secret import SecretBox
 from nacl.utils import random as nacl_random
 
-from devbox_cli import sealing
 from devbox_cli.errors import StoreError
-from devbox_cli.sealing import PassphraseError, SealingError
-from devbox_cli.store import KEY_FILE, Store, default_home
+from devbox_cli.store import KEY_FILE, Store, default_home, sealing
+from devbox_cli.store.sealing import PassphraseError, SealingError
 from tests.cli.support import run
 
 
