@@ -15,6 +15,7 @@ import base64
 import json
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import AnyStr
 from urllib.parse import quote, quote_plus
 
 MARKER = b"[REDACTED]"
@@ -88,26 +89,14 @@ class Redactor:
         return any(n in lowered for n in self._folded)
 
     def bytes(self, data: bytes) -> bytes:
-        for needle in self.needles:
-            if needle in data:
-                data = data.replace(needle, MARKER)
-        return data
+        return _cover(data, _occurrences(data, self.needles), MARKER)
 
     def text(self, value: str) -> str:
-        for needle in self._text:
-            if needle in value:
-                value = value.replace(needle, MARKER.decode())
-        return value
+        return _cover(value, _occurrences(value, self._text), MARKER.decode())
 
     def spans(self, value: str) -> list[tuple[int, int]]:
         """Where any form of a secret occurs in `value` (start, end), overlaps included."""
-        found = []
-        for needle in self._text:
-            i = value.find(needle)
-            while i != -1:
-                found.append((i, i + len(needle)))
-                i = value.find(needle, i + 1)
-        return found
+        return _occurrences(value, self._text)
 
     def body(self) -> BodyRedactor:
         return BodyRedactor(self)
@@ -141,6 +130,36 @@ class Redactor:
                     break
                 i = data.find(start, i + 1)
         return best
+
+
+def _occurrences(value: AnyStr, needles: Iterable[AnyStr]) -> list[tuple[int, int]]:
+    found = []
+    for needle in needles:
+        i = value.find(needle)
+        while i != -1:
+            found.append((i, i + len(needle)))
+            i = value.find(needle, i + 1)
+    return found
+
+
+def _cover(value: AnyStr, spans: list[tuple[int, int]], marker: AnyStr) -> AnyStr:
+    """`value` with one marker over each run of overlapping spans: secrets that overlap
+    (one ends where another begins, or one holds another) go as a whole, whichever order
+    they are found in."""
+    if not spans:
+        return value
+    spans.sort()
+    out: list[AnyStr] = []
+    pos = 0
+    start, end = spans[0]
+    for s, e in spans[1:]:
+        if s < end:
+            end = max(end, e)
+            continue
+        out += (value[pos:start], marker)
+        pos, (start, end) = end, (s, e)
+    out += (value[pos:start], marker, value[end:])
+    return value[:0].join(out)
 
 
 class BodyRedactor:
