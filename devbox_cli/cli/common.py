@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Delete even if a devbox uses it.")]
+
 
 class Output(StrEnum):
     text = "text"
@@ -42,3 +44,13 @@ def applied_note(applied_to: tuple[str, ...]) -> str:
     if applied_to:
         return f"; applied live to devbox(es) {', '.join(applied_to)}"
     return "; no running devbox uses it"
+
+
+def report_deleted(kind: str, name: str, output: Output) -> None:
+    """The result line of `devbox secret|gateway|policy delete`."""
+    from devbox_cli import render
+
+    if output is Output.json:
+        render.print_json({"name": name, "deleted": True})
+    else:
+        render.print_success(f"deleted {kind} {name}")

@@ -7,7 +7,14 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
+from devbox_cli.cli.common import (
+    ForceOpt,
+    Output,
+    OutputOpt,
+    applied_note,
+    make_client,
+    report_deleted,
+)
 
 if TYPE_CHECKING:
     from devbox_cli.services.gateways import Gateway
@@ -177,19 +184,12 @@ def show(name: NameArg, output: OutputOpt = Output.text) -> None:
 @app.command("delete")
 def delete(
     name: NameArg,
-    force: Annotated[
-        bool, typer.Option("--force", "-f", help="Delete even if a devbox uses it.")
-    ] = False,
+    force: ForceOpt = False,
     output: OutputOpt = Output.text,
 ) -> None:
     """Delete a gateway. Refused while a devbox uses it, unless --force."""
-    from devbox_cli import render
-
     make_client().delete_gateway(name, force=force)
-    if output is Output.json:
-        render.print_json({"name": name, "deleted": True})
-    else:
-        render.print_success(f"deleted gateway {name}")
+    report_deleted("gateway", name, output)
 
 
 def _show_text(gateway: Gateway) -> None:

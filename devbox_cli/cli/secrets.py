@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client
+from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client, report_deleted
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -107,13 +107,8 @@ def delete(
     output: OutputOpt = Output.text,
 ) -> None:
     """Delete a secret. Refused while a devbox or a gateway header uses it, unless --force."""
-    from devbox_cli import render
-
     make_client().delete_secret(name, force=force)
-    if output is Output.json:
-        render.print_json({"name": name, "deleted": True})
-    else:
-        render.print_success(f"deleted secret {name}")
+    report_deleted("secret", name, output)
 
 
 @app.command("passphrase")
