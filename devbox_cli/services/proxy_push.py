@@ -103,17 +103,20 @@ class ProxyPusher:
                 push_config(docker, box, proxy["Id"], config, timeout=5.0)
             return box
 
-        pushed, failed = [], []
+        pushed: list[str] = []
+        failed: dict[str, str] = {}
         with ThreadPoolExecutor(max_workers=4) as pool:
             for box, future in [(b, pool.submit(push, b)) for b in targets]:
                 try:
                     pushed.append(future.result())
                 except DevboxError as exc:
-                    failed.append(f"{box} ({exc.message})")
+                    failed[box] = exc.message
         if failed:
+            reasons = ", ".join(f"{box} ({why})" for box, why in failed.items())
+            repairs = "; ".join(f"`devbox repair {box}`" for box in failed)
             raise DevboxRuntimeError(
-                f"could not update devbox(es) {', '.join(failed)}",
-                "run `devbox repair NAME` for each",
+                f"could not update devbox(es) {reasons}",
+                f"run {repairs} to hand it over",
             )
         return pushed
 
