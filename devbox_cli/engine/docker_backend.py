@@ -31,8 +31,14 @@ def _mapped(what: str) -> Iterator[None]:
         raise NotFoundError(f"{what}: {_explain(exc)}") from None
     except docker.errors.APIError as exc:
         if exc.status_code == 409:
-            raise ConflictError(f"{what}: {_explain(exc)}") from None
-        raise DevboxRuntimeError(f"{what}: {_explain(exc)}") from None
+            raise ConflictError(
+                f"{what}: {_explain(exc)}",
+                "another command may be working on it; `devbox list` shows what exists",
+            ) from None
+        raise DevboxRuntimeError(
+            f"{what}: {_explain(exc)}",
+            "the Docker engine refused it; `docker info` and the engine's log say more",
+        ) from None
     except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
         raise unavailable(exc.__class__.__name__) from None
     except docker.errors.DockerException as exc:
