@@ -9,11 +9,11 @@ import ipaddress
 import pytest
 
 from proxy.policy import PolicyError, decide, special_range, validate_host_pattern
-from tests.proxy.test_policy import PUBLIC, compile_
+from tests.proxy.test_policy import PUBLIC, compile_rules, row_ids
 
 ip = ipaddress.ip_address
 NAME_253 = ".".join(["a" * 63] * 3 + ["b" * 61])  # 63*3 + 61 + 3 dots = 253
-NAME_254 = "c" + NAME_253
+NAME_254 = ".".join(["a" * 63] * 3 + ["b" * 62])  # every label within 63
 assert (len(NAME_253), len(NAME_254)) == (253, 254)
 
 # (rules for compile_, or None: no policy; host, port, addresses, allowed, rule)
@@ -98,15 +98,15 @@ EDGES = [
 @pytest.mark.parametrize(
     ("rules", "host", "port", "addresses", "allowed", "rule"),
     EDGES,
-    ids=[f"{i}-{str(row[1])[:40]}:{row[2]}" for i, row in enumerate(EDGES)],
+    ids=row_ids(EDGES),
 )
 def test_edges(rules, host, port, addresses, allowed, rule):
-    policy = None if rules is None else compile_(**rules)
+    policy = compile_rules(rules)
     decision = decide(policy, host, port, addresses)
     assert (decision.allowed, decision.rule) == (allowed, rule), decision.reason
 
 
-# (rules, host, port, addresses, own addresses, text the reason must contain)
+# (rules, host, port, addresses, own addresses, how the reason starts)
 REASONS = [
     (
         dict(allow=["example.com"], name="corp-only"),
@@ -151,23 +151,20 @@ REASONS = [
         "address 172.18.0.2 is the proxy's own address",
     ),
     # a refused host is named in the reason, as the caller wrote it
-    (None, "a" * 64 + ".example", 443, [], [], repr("a" * 64 + ".example")),
-    (None, "bü..example", 443, [], [], repr("bü..example")),
+    (None, "a" * 64 + ".example", 443, [], [], f"invalid host: host {'a' * 64 + '.example'!r}"),
+    (None, "bü..example", 443, [], [], f"invalid host: host {'bü..example'!r}"),
 ]
 
 
 @pytest.mark.parametrize(
     ("rules", "host", "port", "addresses", "own", "text"),
     REASONS,
-    ids=[
-        f"{i}-{row[1].encode('ascii', 'xmlcharrefreplace').decode()[:40]}"
-        for i, row in enumerate(REASONS)
-    ],
+    ids=row_ids(REASONS),
 )
 def test_reasons_name_the_destination_and_the_rule(rules, host, port, addresses, own, text):
-    policy = None if rules is None else compile_(**rules)
+    policy = compile_rules(rules)
     decision = decide(policy, host, port, addresses, own_addresses=own)
-    assert text in decision.reason
+    assert decision.reason.startswith(text), decision.reason
 
 
 @pytest.mark.parametrize("pattern", ["example.com:0", "[::1]:99999", "bad..example"])

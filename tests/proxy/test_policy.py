@@ -36,6 +36,20 @@ def compile_(allow=(), deny=(), allow_cidr=(), allow_all=False, name="p") -> Pol
     )
 
 
+def compile_rules(rules: dict | None) -> Policy | None:
+    """A table row's rules compiled, or None for a row without a policy."""
+    return None if rules is None else compile_(**rules)
+
+
+def row_ids(rows: list[tuple]) -> list[str]:
+    """Test ids from each row's host, in ASCII: mutmut passes the escaped id of a non-ASCII
+    one back to pytest, which then finds no such test and the whole mutation run stops."""
+    return [
+        f"{i}-{str(row[1]).encode('ascii', 'xmlcharrefreplace').decode()[:40] or 'empty'}"
+        for i, row in enumerate(rows)
+    ]
+
+
 # Rows hold the rules, compiled inside the test: a policy compiled at import would be built
 # before mutmut switches a mutant on, so no mutant of the compile path could ever be caught.
 ANTHROPIC = dict(allow=["*.anthropic.com", "anthropic.com"], name="anthropic-only")
@@ -324,15 +338,10 @@ DECISIONS = [
 @pytest.mark.parametrize(
     ("rules", "host", "port", "addresses", "allowed", "rule"),
     DECISIONS,
-    # ASCII ids: mutmut passes the escaped id of a non-ASCII one back to pytest, which then
-    # finds no such test and the whole mutation run stops
-    ids=[
-        f"{i}-{row[1].encode('ascii', 'xmlcharrefreplace').decode() or 'empty'}"
-        for i, row in enumerate(DECISIONS)
-    ],
+    ids=row_ids(DECISIONS),
 )
 def test_decide(rules, host, port, addresses, allowed, rule):
-    policy = None if rules is None else compile_(**rules)
+    policy = compile_rules(rules)
     decision = decide(policy, host, port, addresses)
     assert (decision.allowed, decision.rule) == (allowed, rule), decision.reason
     assert decision.reason
