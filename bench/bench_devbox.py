@@ -22,10 +22,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from devbox_cli.engine.images import image_refs
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_DEVBOX = REPO / ".venv" / "bin" / "devbox"
 DEVBOX = [str(VENV_DEVBOX)] if VENV_DEVBOX.exists() else [sys.executable, "-m", "devbox_cli"]
-IMAGE = os.environ.get("DEVBOX_IMAGE", "devbox/default:0.1.0")
+IMAGE = os.environ.get("DEVBOX_IMAGE") or image_refs().default
 REPS = int(os.environ.get("BENCH_REPS", "20"))
 RUN = f"bench{secrets.token_hex(2)}"
 EGRESS = "devbox-egress"  # the default egress network, made by the first `devbox create`

@@ -25,8 +25,8 @@ NESTED_SOCKET=$sockdir/docker.sock
 # tests read containers' files there). vfs copies every layer in full (~2 GB for the images
 # alone) and this disk deletes that in minutes; a tmpfs goes at once.
 data_root=/var/lib/$name
-version=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n1)
-images=("devbox/proxy:$version" "devbox/default:$version")
+eval "$(.venv/bin/python -m devbox_cli.engine.images)"  # base=, proxy=, default=
+images=("$proxy" "$default")
 
 log() { printf 'nested-engine: %s (%ss)\n' "$*" "$SECONDS"; }
 nested() { DOCKER_HOST=unix://$NESTED_SOCKET docker "$@"; }

@@ -31,8 +31,6 @@ from devbox_cli.names import box_container, box_network, proxy_container
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
 
-DEFAULT_IMAGE = f"devbox/default:{VERSION}"
-DEFAULT_PROXY_IMAGE = f"devbox/proxy:{VERSION}"
 DEFAULT_EGRESS = "devbox-egress"
 
 PROXY_HOST_CONFIG: dict[str, Any] = {

@@ -15,11 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from devbox_cli.engine.images import image_refs
 from devbox_cli.engine.limits import BoxLimits, box_host_config, fit_to_engine, limits_of
 from devbox_cli.engine.topology import (
     DEFAULT_EGRESS,
-    DEFAULT_IMAGE,
-    DEFAULT_PROXY_IMAGE,
     Rollback,
     check_free,
     create_box,
@@ -74,8 +73,8 @@ def plan_create(
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
-    image = image or os.environ.get("DEVBOX_IMAGE") or DEFAULT_IMAGE
-    proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or DEFAULT_PROXY_IMAGE
+    image = image or os.environ.get("DEVBOX_IMAGE") or image_refs().default
+    proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or image_refs().proxy
 
     say("checking gateways, secrets and policy")
     tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}

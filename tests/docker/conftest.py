@@ -24,9 +24,12 @@ from typing import Any
 
 import pytest
 
+from devbox_cli.engine.images import image_refs
+
 REPO = Path(__file__).resolve().parents[2]
 RUN = f"t{secrets.token_hex(3)}"
-PROXY_IMAGE = os.environ.get("DEVBOX_PROXY_IMAGE", "devbox/proxy:0.1.0")
+IMAGES = image_refs()
+PROXY_IMAGE = os.environ.get("DEVBOX_PROXY_IMAGE", IMAGES.proxy)
 _venv_devbox = REPO / ".venv" / "bin" / "devbox"
 DEVBOX = [str(_venv_devbox)] if _venv_devbox.exists() else [sys.executable, "-m", "devbox_cli"]
 

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from tests.docker.conftest import DEVBOX, PROXY_IMAGE, RUN, Cli, docker, residue
+from tests.docker.conftest import DEVBOX, IMAGES, PROXY_IMAGE, RUN, Cli, docker, residue
 
 pytestmark = pytest.mark.docker
 
@@ -141,7 +141,7 @@ def image_tags():
         "box": f"devbox-test/{RUN}-box:1",
         "proxy": f"devbox-test/{RUN}-proxy:1",
     }
-    docker("tag", "devbox/default:0.1.0", tags["box"])
+    docker("tag", IMAGES.default, tags["box"])
     docker("tag", PROXY_IMAGE, tags["proxy"])
     try:
         yield tags

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.docker.conftest import RUN, Cli, docker
+from tests.docker.conftest import IMAGES, RUN, Cli, docker
 
 pytestmark = pytest.mark.docker
 
@@ -58,7 +58,7 @@ def test_create_prints_the_devbox_as_json(walk: Walk):
     c = walk.created
     assert c["name"] == walk.name
     assert c["status"] == "running" and c["id"]
-    assert c["image"] == "devbox/default:0.1.0"
+    assert c["image"] == IMAGES.default
     assert c["policy"] == "anthropic-only"
     assert c["gateways"] == [
         {"prefix": PREFIX, "gateway": "anthropic-gateway", "secret": "ANTHROPIC",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from devbox_cli.engine.images import image_refs
 from proxy import admin
 from proxy.config import Header
 from tests.proxy.conftest import SECRET_A, TOKEN_A, binding, make_config
@@ -141,7 +142,7 @@ def test_image_starts_answers_health_and_takes_a_config():
     name = f"devbox-test-proxy-{uuid.uuid4().hex[:8]}"
     run = subprocess.run(
         ["docker", "run", "-d", "--name", name, "--tmpfs", "/run/devbox:uid=10001,mode=0700",
-         "-p", "127.0.0.1::3128", "devbox/proxy:0.1.0"],
+         "-p", "127.0.0.1::3128", image_refs().proxy],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr

@@ -1,0 +1,68 @@
+"""The names of the images devbox runs on, keyed by what they are built from.
+
+An image's tag is the package version plus a digest of its build inputs (the proxy's code,
+requirements and Dockerfile; the default image's Dockerfile; the base's package list), so a
+changed proxy or image gets a new name and is never mistaken for an old build of the same
+version: `devbox create` then finds it missing instead of running stale code, and two
+checkouts with different proxies can share one engine. images/build.sh builds under these
+names (`python -m devbox_cli.engine.images` prints them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from devbox_cli import __version__
+
+ASSETS = Path(__file__).resolve().parents[1] / "images"
+BASE_PACKAGES = ASSETS / "base-packages.txt"
+DEFAULT_DOCKERFILE = ASSETS / "default.Dockerfile"
+BASE_SUITE = "bookworm"
+
+
+@dataclass(frozen=True)
+class ImageRefs:
+    base: str  # the Debian root made with debootstrap (BASE_PACKAGES installed)
+    proxy: str
+    default: str
+
+
+def proxy_dir() -> Path:
+    spec = importlib.util.find_spec("proxy")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the proxy package is not installed beside devbox_cli")
+    return Path(spec.origin).parent
+
+
+def proxy_inputs() -> list[Path]:
+    """What the proxy image is built from: its code, its pins and its Dockerfile."""
+    here = proxy_dir()
+    return [*sorted(here.glob("*.py")), here / "requirements.txt", here / "Dockerfile"]
+
+
+def digest(paths: list[Path], *extra: str) -> str:
+    h = hashlib.sha256()
+    for part in extra:
+        h.update(part.encode() + b"\0")
+    for path in paths:
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+@cache
+def image_refs() -> ImageRefs:
+    base = f"devbox/base:{BASE_SUITE}-{digest([BASE_PACKAGES], BASE_SUITE)}"
+    return ImageRefs(
+        base=base,
+        proxy=f"devbox/proxy:{__version__}-{digest(proxy_inputs(), base)}",
+        default=f"devbox/default:{__version__}-{digest([DEFAULT_DOCKERFILE], base)}",
+    )
+
+
+if __name__ == "__main__":
+    refs = image_refs()
+    print(f"base={refs.base}\nproxy={refs.proxy}\ndefault={refs.default}")
