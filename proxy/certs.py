@@ -122,12 +122,6 @@ def fingerprint(cert_pem: str) -> str:
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 
-def covers(permitted: Iterable[str], host: str) -> bool:
-    """Whether a name-constrained CA permitting `permitted` may vouch for `host` (RFC 5280:
-    a DNS subtree holds the name itself and every name below it)."""
-    return any(host == p or host.endswith("." + p) for p in permitted)
-
-
 class _Loaded:
     """A CA's certificate and key, parsed once."""
 

@@ -317,3 +317,9 @@ def parse_intercept_host(text: str) -> tuple[str, int]:
 def intercept_host_text(name: str, port: int) -> str:
     """The one spelling of a host gateway's host: `name`, or `name:port` off 443."""
     return name if port == INTERCEPT_PORT else f"{name}:{port}"
+
+
+def in_subtrees(name: str, subtrees: tuple[str, ...] | list[str]) -> bool:
+    """Whether DNS `name` is inside one of `subtrees` as an X.509 name constraint reads it
+    (RFC 5280: the name itself and every name below it): what a devbox CA may vouch for."""
+    return any(name == s or name.endswith("." + s) for s in subtrees)

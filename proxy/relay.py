@@ -101,6 +101,9 @@ async def _relay_http(
     data = body() if request.body_exists else None
     if data is None:
         headers.pop("Content-Length", None)
+    elif request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        # the proxy answers it (the Expect never goes upstream): the body may come now
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     tls = state.upstream_ssl.get(binding.prefix)
     async with session.request(
         request.method,

@@ -52,6 +52,8 @@ class LimitedProtocol(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_bytes = 0
         self._last_payload: Any = None
+        # called once the connection is gone (an intercepted connection's owner waits on it)
+        self.on_lost: Callable[[BaseException | None], None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         manager = self._manager
@@ -66,6 +68,9 @@ class LimitedProtocol(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_head_timer()
         super().connection_lost(exc)
+        if self.on_lost is not None:
+            on_lost, self.on_lost = self.on_lost, None
+            on_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count

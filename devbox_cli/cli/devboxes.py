@@ -301,4 +301,6 @@ def _fields(box: Devbox) -> None:
         fields += [("limits", box.limits.describe()), ("hardening", box.limits.hardening())]
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
+    if box.ca:
+        fields.append(("intercepts", f"{', '.join(box.ca.hosts)}  (CA sha256 {box.ca.sha256})"))
     render.print_fields(fields)

@@ -203,13 +203,22 @@ class DockerBackend:
     # -- exec ------------------------------------------------------------------------------
 
     def exec_with_stdin(
-        self, container: str, cmd: list[str], data: bytes, *, timeout: float = 30.0
+        self,
+        container: str,
+        cmd: list[str],
+        data: bytes,
+        *,
+        timeout: float = 30.0,
+        user: str | None = None,
     ) -> tuple[int, str]:
-        """Run `cmd` in `container` with `data` on its stdin (then EOF); returns the exit code
-        and its combined output. This is how secrets reach the proxy: the bytes travel over
-        the engine's API socket only, never in argv, env or a file."""
+        """Run `cmd` in `container` (as `user`, else the image's) with `data` on its stdin
+        (then EOF); returns the exit code and its combined output. This is how secrets reach
+        the proxy: the bytes travel over the engine's API socket only, never in argv, env or
+        a file."""
         with _mapped(f"exec in {container}"):
-            exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True, stderr=True)
+            exec_id = self.api.exec_create(
+                container, cmd, stdin=True, stdout=True, stderr=True, user=user or ""
+            )
             sock = self.api.exec_start(exec_id["Id"], socket=True)
             raw: socket.socket = getattr(sock, "_sock", sock)
             try:

@@ -61,6 +61,18 @@ class ProxyView:
 
 
 @dataclass(frozen=True)
+class CAView:
+    """A devbox's interception CA as `show` tells it: its fingerprint and the hosts it may
+    vouch for (never its key)."""
+
+    sha256: str
+    hosts: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "hosts": list(self.hosts)}
+
+
+@dataclass(frozen=True)
 class Devbox:
     name: str
     id: str | None
@@ -72,6 +84,7 @@ class Devbox:
     created_at: str | None = None
     egress_network: str | None = None
     limits: BoxLimits | None = None  # read from `docker inspect`: show and create, not list
+    ca: CAView | None = None  # read from the store: show and create, not list
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -85,6 +98,7 @@ class Devbox:
             "created_at": self.created_at,
             "egress_network": self.egress_network,
             "limits": self.limits.to_json() if self.limits else None,
+            "ca": self.ca.to_json() if self.ca else None,
         }
 
 

@@ -1,9 +1,11 @@
 """`devbox create`: first a plan, validated whole before anything is made (names, images,
-gateways, secrets, policy, limits, the box's environment); then the Docker objects, made
-under a rollback that removes them again if any step fails.
+gateways, secrets, policy, limits, the box's environment, and the interception CA when a
+bound gateway intercepts hosts); then the Docker objects, made under a rollback that
+removes them again if any step fails.
 
-The box container is created on a worker thread while the proxy starts and takes its
-config: the box has no egress until then, and the two are independent until the end.
+The box container is created on a worker thread (and made to trust the CA there) while the
+proxy starts and takes its config: the box has no egress until then, and the two are
+independent until the end.
 """
 
 from __future__ import annotations
@@ -28,9 +30,11 @@ from devbox_cli.engine.topology import (
     fresh_name,
     make_default_egress,
 )
+from devbox_cli.engine.trust import install_ca
 from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
+from devbox_cli.services.authority import DevboxCA, new_ca
 from devbox_cli.services.box_env import box_environment
 from devbox_cli.services.proxy_push import push_config
 
@@ -57,6 +61,7 @@ class CreatePlan:
     limits: BoxLimits
     host_config: dict[str, Any]
     egress: str
+    ca: DevboxCA | None = field(default=None, repr=False)  # its key is hazmat
 
 
 def plan_create(
@@ -79,7 +84,9 @@ def plan_create(
     say("checking gateways, secrets and policy")
     tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
     name = check_devbox_name(name) if name else fresh_name(docker)
-    config = configs.build(name, bindings, tokens, policy)  # unknown names raise here
+    intercepted = configs.intercepted_names(bindings)  # unknown gateways raise here
+    ca = new_ca(name, intercepted) if intercepted else None
+    config = configs.build(name, bindings, tokens, policy, ca=ca)  # unknown names raise here
     say("checking Docker")
     check_free(docker, name)
     for ref, what in ((image, "image"), (proxy_image, "proxy image")):
@@ -96,11 +103,12 @@ def plan_create(
         proxy_image=proxy_image,
         bindings=bindings,
         policy=policy,
-        environment=box_environment(name, bindings, dict(env), tokens),
+        environment=box_environment(name, bindings, dict(env), tokens, ca_bundle=ca is not None),
         config=config,
         limits=limits,
         host_config=box_host_config(fit_to_engine(limits, docker.info())),
         egress=egress,
+        ca=ca,
     )
 
 
@@ -114,18 +122,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         if plan.egress == DEFAULT_EGRESS and docker.network(plan.egress) is None:
             make_default_egress(docker)
         net = made.network(create_box_network(docker, plan.name, plan.store))
-        box = pool.submit(
-            create_box,
-            made,
-            name=plan.name,
-            store=plan.store,
-            image=plan.image,
-            network=net,
-            environment=plan.environment,
-            host=plan.host_config,
-            bindings=plan.bindings,
-            policy=plan.policy,
-        )
+        box = pool.submit(_make_box, made, plan, net)
         say("starting the proxy")
         proxy_id = made.container(
             create_proxy(docker, plan.name, plan.store, plan.proxy_image, net, plan.egress)
@@ -154,3 +151,23 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
     )
+
+
+def _make_box(made: Rollback, plan: CreatePlan, network: str) -> str:
+    """The box (on a worker thread), trusting the devbox's CA when it has one."""
+    box_id = create_box(
+        made,
+        name=plan.name,
+        store=plan.store,
+        image=plan.image,
+        network=network,
+        environment=plan.environment,
+        host=plan.host_config,
+        bindings=plan.bindings,
+        policy=plan.policy,
+    )
+    if plan.ca is not None:
+        from devbox_cli.engine.docker_backend import DockerBackend
+
+        install_ca(DockerBackend(), box_id, plan.ca.authority.cert)
+    return box_id

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from devbox_cli.engine.fastexec import ExecOptions, run
@@ -31,6 +32,7 @@ from devbox_cli.engine.views import (
     LABEL_POLICY,
     LABEL_ROLE,
     LABEL_STORE,
+    CAView,
     DeleteResult,
     Devbox,
     ExecResult,
@@ -48,6 +50,7 @@ from devbox_cli.services.proxy_push import PROXY_PYTHON
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
+    from devbox_cli.services.authority import DevboxCA
     from devbox_cli.services.proxy_config import ProxyConfigs
     from devbox_cli.services.proxy_push import ProxyPusher
 
@@ -106,7 +109,16 @@ class DevboxService:
             limits=limits,
             say=say,
         )
-        return carry_out(docker, plan, say)
+        if plan.ca is None:
+            return carry_out(docker, plan, say)
+        authorities = self.configs.authorities
+        saved = authorities.save(plan.ca)  # sealed; `repair` and live updates read it back
+        try:
+            made = carry_out(docker, plan, say)
+        except BaseException:
+            authorities.delete([plan.name])
+            raise
+        return replace(made, ca=_ca_view(saved))
 
     # -- read ------------------------------------------------------------------------------
 
@@ -169,6 +181,7 @@ class DevboxService:
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
+            ca=_ca_view(self.configs.authorities.summary(name)),
         )
 
     def repair(self, name: str) -> Devbox:
@@ -239,6 +252,16 @@ class DevboxService:
                 for net in docker.networks(f"{LABEL_NAME}={name}"):
                     removed = docker.remove_network(net["Id"]) or removed
                 results.append(DeleteResult(name, removed))
+        # the CA goes with its devbox (a devbox made again under the name gets a new one)
+        self.configs.authorities.delete(r.name for r in results)
         if all:
             remove_default_egress(docker)
         return results
+
+
+def _ca_view(ca: DevboxCA | None) -> CAView | None:
+    if ca is None:
+        return None
+    from proxy.certs import fingerprint  # ssl: only for a devbox that has a CA
+
+    return CAView(fingerprint(ca.authority.cert), ca.hosts)
