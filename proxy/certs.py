@@ -215,6 +215,8 @@ def server_context(chain: bytes, key_pem: bytes, host: str) -> ssl.SSLContext:
 
 def _sni_check(host: str) -> Callable[[Any, str | None, ssl.SSLContext], int | None]:
     def check(sslobj: Any, name: str | None, _ctx: ssl.SSLContext) -> int | None:
+        if name is None:
+            return None  # no SNI_SEEN: refused once the handshake is done
         try:
             seen = normalize_host(name or "")
         except PolicyError:

@@ -68,14 +68,14 @@ async def serve(
         # aiohttp still tracks the CONNECT's connection: tell it the connection is over
         outer.connection_lost(exc)
 
-    inner.on_lost = lost
+    holding = _Holding()
     transport.write(ESTABLISHED)
     record.status = 200
     rule = None
     try:
         tls = await loop.start_tls(
             transport,
-            inner,
+            holding,
             tls_context,
             server_side=True,
             ssl_handshake_timeout=ctx.settings.header_timeout,
@@ -96,14 +96,47 @@ async def serve(
             tls.abort()
     if rule is not None:
         record.decision, record.rule = "deny", rule
-        transport.abort()
+        transport.close()  # after the TLS alert, if there is one
         # the transport is the SSL layer's now: aiohttp never hears of its end
         loop.call_soon(outer.connection_lost, None)
         return Detached(status=200)
     record.decision = "allow"
-    inner.connection_made(tls)
+    inner.on_lost = lost
+    holding.hand_over(tls, inner)
     await ended
     return Detached(status=200)
+
+
+class _Holding(asyncio.Protocol):
+    """The TLS layer's protocol during the handshake: it keeps whatever arrives right after
+    it (a client may send its request in the same flight as its Finished) until the
+    connection's HTTP server takes over, so aiohttp never sees a byte before its
+    connection_made, nor a connection that failed its handshake."""
+
+    def __init__(self) -> None:
+        self._data: list[bytes] = []
+        self._eof = False
+        self._lost: tuple[BaseException | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self._data.append(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        return True
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._lost = (exc,)
+
+    def hand_over(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        for data in self._data:
+            protocol.data_received(data)
+        if self._eof:
+            protocol.eof_received()
+        if self._lost is not None:
+            protocol.connection_lost(self._lost[0])
 
 
 async def _leaf(leaves: LeafCache, host: str) -> ssl.SSLContext:

@@ -34,6 +34,15 @@ def check_head(request: web.BaseRequest, settings: Settings) -> None:
         raise ProxyError(431, "request header fields too large")
     if request.method in REFUSED_METHODS:
         raise ProxyError(405, f"method {request.method} not allowed")
+    codings = [
+        c.strip().lower()
+        for value in request.headers.getall("Transfer-Encoding", ())
+        for c in value.split(",")
+    ]
+    if codings and codings != ["chunked"]:
+        # aiohttp undoes only the chunking: `gzip, chunked` would go on as a body that
+        # no longer says what it is
+        raise ProxyError(501, "a transfer-coding other than chunked is not supported")
 
 
 def _head_size(request: web.BaseRequest) -> int:
