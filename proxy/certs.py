@@ -261,6 +261,9 @@ class LeafCache:
         self._contexts: dict[str, tuple[float, ssl.SSLContext]] = {}
         self.minted = 0
 
+    def __len__(self) -> int:
+        return len(self._contexts)
+
     def get(self, host: str) -> ssl.SSLContext | None:
         """The cached context for `host` if it is still fresh, else None (mint it)."""
         with self._lock:
