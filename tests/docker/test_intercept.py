@@ -365,3 +365,29 @@ def test_deleting_the_devbox_removes_its_ca(forge, forge_box):
     forge.cli("delete", name)
     forge.boxes.remove(name)
     assert client.configs.authorities.summary(name) is None
+
+
+def test_repair_hands_the_proxy_its_ca_again(forge, box):
+    # a proxy restarted as a whole comes back unconfigured; repair reads the sealed CA back
+    docker("restart", f"devbox-{box}-proxy")
+    forge.cli("repair", box)
+    answer = whoami(forge, box, f'curl -sS -u "x:$GIT_TOKEN" https://{FORGE}/whoami')
+    assert answer["auth_sha256"] == forge.expected_auth
+
+
+def test_a_create_that_fails_late_leaves_no_ca_behind(forge, monkeypatch):
+    from devbox_cli.errors import DevboxRuntimeError
+    from devbox_cli.services import create
+
+    def broken(*args, **kwargs):
+        raise DevboxRuntimeError("the image has no /bin/sh")
+
+    monkeypatch.setattr(create, "install_ca", broken)
+    monkeypatch.setenv("DEVBOX_HOME", str(forge.cli.home))
+    monkeypatch.setenv("DEVBOX_EGRESS_NETWORK", forge.cli.infra.egress)
+    client = Client(str(forge.cli.home))
+    name = f"{RUN}-doomed"
+    with pytest.raises(DevboxRuntimeError, match="no /bin/sh"):
+        client.create_devbox(name, gateways={PREFIX: ("forge", "FORGE")})
+    assert client.configs.authorities.summary(name) is None
+    assert docker("ps", "-aq", "--filter", f"label=devbox.name={name}").stdout == ""
