@@ -215,6 +215,10 @@ class GatewayService:
                 )
             check_headers(gateway.headers, gateway.auth)
             self._check_secret_refs(gateway)
+            added = tuple(h for h in gateway.hosts if h not in current.hosts)
+            if added:
+                # before it is saved: a push that fails on it would leave devboxes stale
+                self.proxies.check_hosts(name, added)
             records[name] = gateway._record()
         return replace(gateway, applied_to=self.proxies.push_update(GATEWAY, name))
 

@@ -5,6 +5,7 @@ its CA covers), and the box's trust variables."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -177,3 +178,50 @@ def test_the_box_trusts_the_bundle_through_every_variable():
         box_environment("box1", (), {"SSL_CERT_FILE": "/x"}, {}, ca_bundle=True)
     # without a host gateway the variables are the user's own
     assert box_environment("box1", (), {"SSL_CERT_FILE": "/x"}, {})["SSL_CERT_FILE"] == "/x"
+
+
+class Engine:
+    """Just enough of an engine for the in-use checks: this store's running boxes."""
+
+    def __init__(self, store_id: str, boxes: dict[str, tuple[Binding, ...]]) -> None:
+        from devbox_cli.engine.views import gateways_label
+
+        self.listed = [
+            {
+                "Labels": {
+                    "devbox.name": name,
+                    "devbox.role": "box",
+                    "devbox.store": store_id,
+                    "devbox.gateways": gateways_label(bindings),
+                },
+                "State": "running",
+            }
+            for name, bindings in boxes.items()
+        ]
+
+    def containers(self, *labels: str) -> list[dict]:
+        return self.listed
+
+
+@pytest.mark.parametrize(
+    ("bindings", "clash"),
+    [
+        ((Binding("A", "one", "GH"), Binding("B", "two", "GH")), "gateway two (prefix B)"),
+        ((Binding("A", "one", "GH"), Binding("B", "one", "GH")), "gateway one again"),
+    ],
+)
+def test_an_update_adding_a_host_another_bound_gateway_has_is_refused_unsaved(
+    client, bindings, clash
+):
+    client.create_gateway("one", hosts=["a.example.com"])
+    client.create_gateway("two", hosts=["b.example.com"])
+    engine = Engine(client.store.identity(), {"agent": bindings})
+    client.proxies.engine = lambda: engine
+    message = re.escape(f"twice in devbox agent: it binds gateway one and {clash}")
+    with pytest.raises(UsageError, match=message):
+        client.update_gateway("one", add_hosts=["b.example.com", "c.example.com"])
+    assert client.get_gateway("one").hosts == ("a.example.com",)
+    # a host nobody else intercepts is fine (and a devbox not binding it is no concern)
+    client.proxies.engine = lambda: Engine(client.store.identity(), {"other": bindings[1:]})
+    client.proxies.push_update = lambda kind, name: ()
+    assert client.update_gateway("one", add_hosts=["b.example.com"]).hosts[-1] == "b.example.com"
