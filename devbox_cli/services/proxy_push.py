@@ -244,8 +244,10 @@ def push_config(
 def _scrub(lines: list[str], config: ProxyConfig) -> str:
     """Belt and braces: the admin tool never echoes a credential, but make sure of it."""
     text = " ".join(lines)
-    for binding in config.gateways:
-        for value in (*binding.secret_values(), binding.token):
-            if value:
-                text = text.replace(value, "***")
+    values = [v for b in config.gateways for v in (*b.secret_values(), b.token)]
+    if config.ca is not None:
+        values += [line for line in config.ca.key.splitlines() if "-----" not in line]
+    for value in values:
+        if value:
+            text = text.replace(value, "***")
     return text
