@@ -96,6 +96,14 @@ class Authorities:
             raise StoreError(f"the CA of devbox {devbox}: {exc.message}", exc.hint) from None
         return DevboxCA(devbox, hosts, Authority(cert, key), str(record.get("created_at", "")))
 
+    def discard(self, ca: DevboxCA) -> None:
+        """Remove `ca` after a create that failed, unless the record is another's by now
+        (a concurrent create of the same name that won)."""
+        with self.store.transaction(RECORDS) as records:
+            record = records.get(ca.devbox)
+            if record is not None and record.get("cert") == ca.authority.cert:
+                del records[ca.devbox]
+
     def delete(self, devboxes: Iterable[str]) -> None:
         names = list(devboxes)
         if not names or not any(n in self.store.read(RECORDS) for n in names):

@@ -116,7 +116,7 @@ class DevboxService:
         try:
             made = carry_out(docker, plan, say)
         except BaseException:
-            authorities.delete([plan.name])
+            authorities.discard(saved)
             raise
         return replace(made, ca=_ca_view(saved))
 

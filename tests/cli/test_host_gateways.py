@@ -126,6 +126,17 @@ def test_the_ca_is_kept_sealed_and_removed_with_its_devbox(client, devbox_home):
     assert authorities.load("box1") is None
 
 
+def test_a_failed_create_discards_only_its_own_ca(client):
+    authorities = client.configs.authorities
+    mine = authorities.save(new_ca("box1", ["github.com"]))
+    theirs = authorities.save(new_ca("box1", ["github.com"]))  # a concurrent create won
+    authorities.discard(mine)
+    kept = authorities.summary("box1")
+    assert kept is not None and kept.authority.cert == theirs.authority.cert
+    authorities.discard(theirs)
+    assert authorities.summary("box1") is None
+
+
 def test_a_malformed_ca_record_is_a_store_error(client, devbox_home):
     client.configs.authorities.save(new_ca("box1", ["github.com"]))
     path = devbox_home / f"{RECORDS}.json"
