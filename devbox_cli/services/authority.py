@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from devbox_cli.engine.views import CAView
 from devbox_cli.errors import StoreError
 from devbox_cli.store import utc_now
 from proxy.config import Authority
@@ -35,15 +36,11 @@ class DevboxCA:
     authority: Authority = field(repr=False)
     created_at: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        """What `devbox show` says of it: never the key."""
-        from proxy.certs import fingerprint
+    def view(self) -> CAView:
+        """What `devbox show` says of it: its fingerprint and hosts, never the key."""
+        from proxy.certs import fingerprint  # ssl: only for a devbox that has a CA
 
-        return {
-            "sha256": fingerprint(self.authority.cert),
-            "hosts": list(self.hosts),
-            "created_at": self.created_at,
-        }
+        return CAView(fingerprint(self.authority.cert), self.hosts)
 
 
 def new_ca(devbox: str, hosts: Iterable[str]) -> DevboxCA:

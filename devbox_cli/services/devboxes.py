@@ -32,7 +32,6 @@ from devbox_cli.engine.views import (
     LABEL_POLICY,
     LABEL_ROLE,
     LABEL_STORE,
-    CAView,
     DeleteResult,
     Devbox,
     ExecResult,
@@ -50,7 +49,6 @@ from devbox_cli.services.proxy_push import PROXY_PYTHON
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
-    from devbox_cli.services.authority import DevboxCA
     from devbox_cli.services.proxy_config import ProxyConfigs
     from devbox_cli.services.proxy_push import ProxyPusher
 
@@ -118,7 +116,7 @@ class DevboxService:
         except BaseException:
             authorities.discard(saved)
             raise
-        return replace(made, ca=_ca_view(saved))
+        return replace(made, ca=saved.view())
 
     # -- read ------------------------------------------------------------------------------
 
@@ -181,7 +179,7 @@ class DevboxService:
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
-            ca=_ca_view(self.configs.authorities.summary(name)),
+            ca=ca.view() if (ca := self.configs.authorities.summary(name)) else None,
         )
 
     def repair(self, name: str) -> Devbox:
@@ -257,11 +255,3 @@ class DevboxService:
         if all:
             remove_default_egress(docker)
         return results
-
-
-def _ca_view(ca: DevboxCA | None) -> CAView | None:
-    if ca is None:
-        return None
-    from proxy.certs import fingerprint  # ssl: only for a devbox that has a CA
-
-    return CAView(fingerprint(ca.authority.cert), ca.hosts)
