@@ -391,3 +391,15 @@ def test_a_create_that_fails_late_leaves_no_ca_behind(forge, monkeypatch):
         client.create_devbox(name, gateways={PREFIX: ("forge", "FORGE")})
     assert client.configs.authorities.summary(name) is None
     assert docker("ps", "-aq", "--filter", f"label=devbox.name={name}").stdout == ""
+
+
+def test_two_bound_gateways_naming_one_host_is_a_create_time_error(forge):
+    forge.cli("gateway", "create", "forge-too", "--host", FORGE.upper(), "--auth", "bearer")
+    name = f"{RUN}-clash"
+    proc = forge.cli("create", name, "--gateway", f"{PREFIX}=forge:FORGE",
+                     "--gateway", "OTHER=forge-too:FORGE", check=False)  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert f"host {FORGE} is intercepted by both gateway forge" in proc.stderr
+    assert docker("ps", "-aq", "--filter", f"label=devbox.name={name}").stdout == ""
+    assert Client(str(forge.cli.home)).configs.authorities.summary(name) is None
+    forge.cli("gateway", "delete", "forge-too")
