@@ -410,3 +410,22 @@ async def test_a_box_that_trusts_another_ca_cannot_be_fooled_by_it(intercept_pro
     with pytest.raises(ssl.SSLCertVerificationError):
         async with tls_inside(proxy, authority_of(proxy), other):
             pass
+
+
+async def test_a_request_head_that_never_ends_inside_tls_is_cut(
+    start_proxy, https_upstream, ca, devbox_ca
+):
+    from proxy.context import Settings
+
+    config = dataclasses.replace(make_config(host_binding(https_upstream, ca)), ca=devbox_ca)
+    proxy = await start_proxy(config, Settings(header_timeout=0.5))
+    host = f"localhost:{https_upstream.port}"
+    async with tls_inside(proxy, host, devbox_ca) as (reader, writer):
+        writer.write(f"GET /slow HTTP/1.1\r\nHost: {host}\r\nX-Drip: ".encode())
+        await writer.drain()
+        async with asyncio.timeout(10):
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                assert b"HTTP/" not in await reader.read()
+    assert https_upstream.requests == []
+    record = await connection_record(proxy)
+    assert (record["decision"], record["rule"]) == ("allow", "intercept")  # served, then cut
