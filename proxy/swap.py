@@ -37,11 +37,10 @@ REQUEST_DROP = frozenset({"range", "if-range", "expect"})
 TOKEN_HEADERS = ("authorization", "x-api-key")
 
 
-def _token_header_names(binding: GatewayBinding) -> list[str]:
-    names = list(TOKEN_HEADERS)
+def _token_header_names(binding: GatewayBinding) -> tuple[str, ...]:
     if binding.auth.type == "header" and binding.auth.key:
-        names.append(binding.auth.key.lower())
-    return names
+        return (*TOKEN_HEADERS, binding.auth.key.lower())
+    return TOKEN_HEADERS
 
 
 def _basic_pair(value: str) -> tuple[str, str] | None:
@@ -79,11 +78,11 @@ def presented(headers: Headers, binding: GatewayBinding) -> bool:
 
 
 def _holds_token(name: str, value: str, tokens: Sequence[str]) -> bool:
-    if any(t in value for t in tokens):
-        return True
-    if name == "authorization":
-        scheme, _, rest = value.strip().partition(" ")
-        pair = _basic_pair(rest) if scheme.lower() == "basic" else None
+    for token in tokens:  # a loop, not any(): this runs for every header of every request
+        if token in value:
+            return True
+    if name == "authorization" and value[:6].lower() == "basic ":
+        pair = _basic_pair(value[6:])
         return pair is not None and any(t in part for t in tokens for part in pair)
     return False
 
