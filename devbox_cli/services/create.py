@@ -85,17 +85,21 @@ def plan_create(
     tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
     name = check_devbox_name(name) if name else fresh_name(docker)
     intercepted = configs.intercepted_names(bindings)  # unknown gateways raise here
-    ca = new_ca(name, intercepted) if intercepted else None
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # A CA is mostly cryptography's import (0.05-0.3 s): made while the engine is asked.
+        making = pool.submit(new_ca, name, intercepted) if intercepted else None
+        say("checking Docker")
+        check_free(docker, name)
+        for ref, what in ((image, "image"), (proxy_image, "proxy image")):
+            if docker.image(ref) is None:
+                raise NotFoundError(
+                    f"no {what} {ref} in the local Docker engine",
+                    "build the devbox images with `make images`, or pass an existing --image",
+                )
+        egress = egress_network(docker)
+        engine_info = docker.info()
+        ca = making.result() if making is not None else None
     config = configs.build(name, bindings, tokens, policy, ca=ca)  # unknown names raise here
-    say("checking Docker")
-    check_free(docker, name)
-    for ref, what in ((image, "image"), (proxy_image, "proxy image")):
-        if docker.image(ref) is None:
-            raise NotFoundError(
-                f"no {what} {ref} in the local Docker engine",
-                "build the devbox images with `make images`, or pass an existing --image",
-            )
-    egress = egress_network(docker)
     return CreatePlan(
         name=name,
         store=configs.store.identity(),
@@ -106,7 +110,7 @@ def plan_create(
         environment=box_environment(name, bindings, dict(env), tokens, ca_bundle=ca is not None),
         config=config,
         limits=limits,
-        host_config=box_host_config(fit_to_engine(limits, docker.info())),
+        host_config=box_host_config(fit_to_engine(limits, engine_info)),
         egress=egress,
         ca=ca,
     )
