@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.policies import PolicyService
+from devbox_cli.services.ports import PortForwardService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
@@ -64,6 +65,7 @@ class Client:
         self.gateways = GatewayService(self.store, self.proxies)
         self.policies = PolicyService(self.store, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
+        self.ports = PortForwardService(self.engine)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -102,3 +104,5 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
+
+    port_forward = _Via("ports", PortForwardService.forward)
