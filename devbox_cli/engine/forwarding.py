@@ -147,6 +147,8 @@ class Session:
     def _run(self) -> None:
         try:
             self._loop.run_until_complete(self._main())
+        except Exception as exc:  # the stream was unusable: an end like any other, no traceback
+            self._set_ending(Ending(LINK, f"{exc.__class__.__name__}: {exc}"))
         finally:
             self._loop.close()
             with contextlib.suppress(OSError):

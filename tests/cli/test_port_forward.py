@@ -208,3 +208,26 @@ def test_a_relay_that_never_answers_is_given_up_on(monkeypatch):
     session = Session(relay.stream, listener(), lambda _text: None)
     assert not session.start()
     assert session.ending == forwarding.Ending(LINK, "the relay did not answer")
+
+
+class NotASocket:
+    def setblocking(self, flag: bool) -> None:
+        raise OSError("this stream cannot be used")
+
+    def close(self) -> None:
+        pass
+
+
+def closed_socket() -> socket.socket:
+    sock = socket.socket()
+    sock.close()
+    return sock
+
+
+@pytest.mark.parametrize("make", [NotASocket, closed_socket])
+def test_a_stream_that_is_no_stream_ends_the_session_without_a_traceback(capfd, make):
+    session = Session(make(), listener(), lambda _text: None)
+    assert not session.start()
+    assert session.ending.kind == LINK
+    session.close()
+    assert "Traceback" not in capfd.readouterr().err
