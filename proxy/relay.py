@@ -21,9 +21,37 @@ import ipaddress
 import os
 import sys
 
-from proxy.relay_mux import Channel, Link, Mux
+from proxy.relay_mux import Channel, Mux
 
 USAGE = "usage: python -m proxy.relay ADDRESS PORT (an IP literal and 1-65535)"
+
+
+class Link(asyncio.Protocol):
+    """The protocol of a link that carries frames as they are (a socket, the relay's pipes):
+    what it reads goes to `mux`, and so do its end and its backpressure."""
+
+    mux: Mux | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.mux is not None:
+            self.mux.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.mux is not None:
+            self.mux.link_lost()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.mux is not None:
+            self.mux.link_lost()
+
+    def pause_writing(self) -> None:
+        if self.mux is not None:
+            self.mux.link_paused_changed(True)
+
+    def resume_writing(self) -> None:
+        if self.mux is not None:
+            self.mux.link_paused_changed(False)
 
 
 async def serve(address: str, port: int, stdin: int = 0, stdout: int = 1) -> str | None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import socket
 from collections.abc import Awaitable, Callable
 
 from proxy import relay_wire as w
@@ -36,7 +37,7 @@ class Channel(asyncio.BufferedProtocol):
         self.mux = mux
         self.id = 0
         self.transport: asyncio.Transport | None = None
-        self.opened = False  # both ends know of it and the acceptor is connected
+        self.opened = False  # the acceptor is connected (opener: its OPENED came)
         self.credit = w.WINDOW  # bytes this end may still send
         self.unacked = 0  # bytes received and not yet acknowledged
         self.write_paused = False
@@ -44,6 +45,7 @@ class Channel(asyncio.BufferedProtocol):
         self.got_eof = False
         self.closed = False
         self.connecting: asyncio.Task[None] | None = None
+        self.early: list[bytes] = []  # acceptor: what came while connecting (in the window)
         self._buf = bytearray()
 
     # -- the local socket ----------------------------------------------------------------
@@ -53,6 +55,10 @@ class Channel(asyncio.BufferedProtocol):
         self.transport = transport
         # Paused as soon as anything is buffered: an ACK then means the kernel took it.
         transport.set_write_buffer_limits(high=0)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # A response's head and body are two frames: never hold the second for an ACK.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.mux.connected(self)
 
     def get_buffer(self, sizehint: int) -> memoryview:
@@ -86,12 +92,14 @@ class Channel(asyncio.BufferedProtocol):
     # -- frames from the link ------------------------------------------------------------
 
     def on_data(self, payload: bytes) -> None:
-        if not self.opened or self.got_eof:
+        if self.got_eof or (self.mux.opener and not self.opened):
             raise w.ProtocolError(f"DATA on connection {self.id} {self._state()}")
         if self.unacked + len(payload) > w.WINDOW:
             raise w.ProtocolError(f"connection {self.id} sent beyond its window")
         self.unacked += len(payload)
-        assert self.transport is not None
+        if self.transport is None:  # the opener does not wait for OPENED: one round trip less
+            self.early.append(payload)
+            return
         self.transport.write(payload)
         self.ack_if_due()
 
@@ -103,13 +111,27 @@ class Channel(asyncio.BufferedProtocol):
         self.update_reading()
 
     def on_eof(self) -> None:
-        if not self.opened or self.got_eof:
+        if self.got_eof or (self.mux.opener and not self.opened):
             raise w.ProtocolError(f"EOF on connection {self.id} {self._state()}")
         self.got_eof = True
+        if self.transport is not None:
+            self.pass_eof_on()
+
+    def pass_eof_on(self) -> None:
         assert self.transport is not None
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.finish_if_done()
+
+    def flush_early(self) -> None:
+        """Acceptor, once connected: what the opener sent meanwhile, then its EOF."""
+        assert self.transport is not None
+        for payload in self.early:
+            self.transport.write(payload)
+        self.early.clear()
+        self.ack_if_due()
+        if self.got_eof:
+            self.pass_eof_on()
 
     def _state(self) -> str:
         return "after its EOF" if self.got_eof else "before it was opened"
@@ -120,7 +142,13 @@ class Channel(asyncio.BufferedProtocol):
         transport = self.transport
         if transport is None or self.closed or transport.is_closing():
             return
-        want = self.opened and not self.sent_eof and self.credit > 0 and not self.mux.link_paused
+        # The opener reads from the start (the acceptor holds what comes before it connects).
+        want = (
+            (self.opened or self.mux.opener)
+            and not self.sent_eof
+            and self.credit > 0
+            and not self.mux.link_paused
+        )
         if want and not transport.is_reading():
             transport.resume_reading()
         elif not want and transport.is_reading():
@@ -333,6 +361,7 @@ class Mux:
         else:
             channel.opened = True
             self.send(w.encode(w.OPENED, channel.id))
+            channel.flush_early()
         channel.update_reading()
 
     def lost(self, channel: Channel) -> None:
@@ -344,34 +373,6 @@ class Mux:
     def forget(self, channel: Channel) -> None:
         channel.closed = True
         self.channels.pop(channel.id, None)
-
-
-class Link(asyncio.Protocol):
-    """The protocol of a link that carries frames as they are (a socket, the relay's pipes):
-    what it reads goes to `mux`, and so do its end and its backpressure."""
-
-    mux: Mux | None = None
-
-    def data_received(self, data: bytes) -> None:
-        if self.mux is not None:
-            self.mux.feed(data)
-
-    def eof_received(self) -> bool:
-        if self.mux is not None:
-            self.mux.link_lost()
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self.mux is not None:
-            self.mux.link_lost()
-
-    def pause_writing(self) -> None:
-        if self.mux is not None:
-            self.mux.link_paused_changed(True)
-
-    def resume_writing(self) -> None:
-        if self.mux is not None:
-            self.mux.link_paused_changed(False)
 
 
 def reason_of(exc: BaseException) -> int:

@@ -47,7 +47,10 @@ def port_forward(
     client = make_client()
     # A `kill` stops it as cleanly as Ctrl-C does.
     signal.signal(signal.SIGTERM, _interrupt)
-    with client.port_forward(name, remote, local, report=render.print_warning) as forward:
+    with (
+        client.port_forward(name, remote, local, report=render.print_warning) as forward,
+        contextlib.suppress(KeyboardInterrupt),  # Ctrl-C is how it is meant to end
+    ):
         if output is Output.json:
             render.print_json_line(forward.to_json())
         else:
@@ -56,8 +59,7 @@ def port_forward(
                 f"forwarding {host}:{port} to port {remote} in devbox {name}; Ctrl-C stops\n"
             )
             sys.stdout.flush()
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it is meant to end
-            forward.wait()
+        forward.wait()
 
 
 def _interrupt(signum: int, frame: object) -> None:

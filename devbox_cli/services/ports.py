@@ -151,7 +151,12 @@ class PortForwardService:
         run.exec_id, run.owner = exec_id, owner
         session = Session(stream, listener, report or (lambda _text: None))
         run.session = session
-        if not session.start():
+        try:
+            started = session.start()
+        except BaseException:  # Ctrl-C while it starts: nothing may be left running
+            run.finish()
+            raise
+        if not started:
             raise run.finish() or DevboxRuntimeError(f"port-forward to devbox {name} failed")
         run.watch()
         return PortForward(name, remote, session, run.finish)

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from proxy.relay_mux import Channel, Link, Mux
+from proxy.relay import Link
+from proxy.relay_mux import Channel, Mux
 
 
 def docker_frame(stream: int, data: bytes) -> bytes:

@@ -10,7 +10,8 @@ import socket
 from dataclasses import dataclass, field
 
 from proxy import relay_wire as w
-from proxy.relay_mux import Channel, Link, Mux
+from proxy.relay import Link
+from proxy.relay_mux import Channel, Mux
 
 
 @dataclass
@@ -57,12 +58,15 @@ class Session:
         self.acceptor.transport.close()
 
 
-async def session(target_port: int, **opener_kw) -> Session:
-    """An opener listening on a free port, relaying to 127.0.0.1:target_port."""
+async def session(target_port: int, gate: asyncio.Event | None = None, **opener_kw) -> Session:
+    """An opener listening on a free port, relaying to 127.0.0.1:target_port (connecting only
+    once `gate` is set, when given)."""
     loop = asyncio.get_running_loop()
     left, right = socket.socketpair()
 
     async def connect(channel: Channel) -> None:
+        if gate is not None:
+            await gate.wait()
         await loop.create_connection(lambda: channel, "127.0.0.1", target_port)
 
     acceptor = await end_on(right, opener=False, connect=connect)

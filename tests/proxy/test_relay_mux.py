@@ -13,6 +13,7 @@ import socket
 import pytest
 
 from proxy import relay_wire as w
+from proxy.relay_mux import Channel
 from tests.proxy.relay_support import read_to_end, session, until
 
 
@@ -95,6 +96,26 @@ async def test_half_close_from_the_server_leaves_the_client_writing():
     assert await asyncio.wait_for(received, 30) == data
     assert await reader.read() == b""
     await until(lambda: not s.opener.mux.channels, "the connection to finish")
+    await s.close()
+    target.close()
+
+
+async def test_what_the_client_sends_before_the_relay_connected_arrives_in_order():
+    # The host does not wait for OPENED (one round trip less per connection): the relay's
+    # end holds what comes meanwhile, within the window, and passes it on once connected.
+    gate = asyncio.Event()
+    target, port = await start_target(echo)
+    s = await session(port, gate)
+    reader, writer = await s.client()
+    data = os.urandom(w.WINDOW // 2)
+    writer.write(data)
+    writer.write_eof()
+    await until(lambda: s.acceptor.mux.channels, "the connection")
+    (relay_side,) = s.acceptor.mux.channels.values()
+    await until(lambda: relay_side.got_eof, "the data and EOF to reach the relay's end")
+    assert relay_side.unacked == len(data) and relay_side.transport is None
+    gate.set()
+    assert await read_to_end(reader) == data
     await s.close()
     target.close()
 
@@ -211,5 +232,27 @@ async def test_the_end_of_the_link_cuts_every_connection():
     s.acceptor.transport.close()  # the relay's side of the link goes away
     assert await asyncio.wait_for(s.opener.ended, 30) is None
     assert await read_to_end(reader) == b""
+    await s.close()
+    target.close()
+
+
+async def test_every_local_connection_sends_without_nagle_whatever_its_listener():
+    # A listener made by hand (proto 0, as the CLI's) gets no TCP_NODELAY from asyncio; a
+    # response's head and body would then wait out the client's delayed ACK (40 ms).
+    target, port = await start_target(echo)
+    s = await session(port)
+    bare = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    bare.bind(("127.0.0.1", 0))
+    server = await asyncio.get_running_loop().create_server(
+        lambda: Channel(s.opener.mux), sock=bare
+    )
+    _, writer = await asyncio.open_connection(*bare.getsockname())
+    await until(lambda: s.acceptor.mux.channels, "the connection")
+    for mux in (s.opener.mux, s.acceptor.mux):
+        (channel,) = mux.channels.values()
+        sock = channel.transport.get_extra_info("socket")
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    writer.close()
+    server.close()
     await s.close()
     target.close()

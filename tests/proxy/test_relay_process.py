@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from proxy import relay_wire as w
-from proxy.relay_mux import Channel, Link, Mux
+from proxy.relay import Link
+from proxy.relay_mux import Channel, Mux
 from tests.proxy.relay_support import read_to_end
 
 REPO = Path(__file__).resolve().parents[2]
