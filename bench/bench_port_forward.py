@@ -112,6 +112,7 @@ def main() -> None:
         )
         devbox("exec", NAME, "--", "sh", "-c", f"head -c {BIG} /dev/zero > /tmp/big", env=env)
         floor = time_cat(f"devbox-{NAME}")
+        rss = {"CLI": high_water(forward.pid), "relay": high_water(relay_pid(NAME))}
     finally:
         for proc in (forward, servers):
             if proc is not None:
@@ -134,6 +135,20 @@ def main() -> None:
         added = f"+{diff:.2f} ms" if unit == "ms" else f"x{via[key] / direct[key]:.2f}"
         print(f"| {label} | {direct[key]:.2f} {unit} | {via[key]:.2f} {unit} | {added} |")
     print(f"\n`docker exec BOX cat` of 100 MB (the Engine API's stream alone): {floor:.0f} MB/s")
+    print("RSS high-water after both bodies: " + ", ".join(f"{k} {v} MB" for k, v in rss.items()))
+
+
+def relay_pid(name: str) -> int:
+    top = subprocess.run(
+        ["docker", "top", f"devbox-{name}-proxy", "-eo", "pid,args"],
+        check=True, capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return next(int(line.split()[0]) for line in top.splitlines() if "proxy.relay" in line)
+
+
+def high_water(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return next(int(line.split()[1]) // 1024 for line in status.splitlines() if "VmHWM" in line)
 
 
 def time_cat(container: str) -> float:

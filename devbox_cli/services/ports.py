@@ -149,7 +149,10 @@ class PortForwardService:
         from devbox_cli.engine.forwarding import Session  # asyncio: only when forwarding
 
         run.exec_id, run.owner = exec_id, owner
-        session = Session(stream, listener, report or (lambda _text: None))
+        say = report or (lambda _text: None)
+        session = Session(
+            stream, listener, lambda text: say(f"port {remote} in devbox {name}: {text}")
+        )
         run.session = session
         try:
             started = session.start()

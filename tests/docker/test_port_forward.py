@@ -228,7 +228,7 @@ def test_a_refused_port_closes_that_connection_and_the_session_goes_on(box):
         assert sock.makefile("rb").read() == b"now it listens"
     code, err = fwd.end()
     assert code == 0
-    assert "connection 1: connection refused" in err
+    assert f"warning: port 8009 in devbox {name}: connection 1: connection refused" in err
 
 
 def test_ctrl_c_ends_it_with_0_and_leaves_nothing_in_the_proxy(box):
