@@ -129,7 +129,7 @@ class PortForwardService:
         connections the devbox refused or cut."""
         check_devbox_name(name)
         for port, low in ((remote, 1), (local if local is not None else remote, 0)):
-            if not isinstance(port, int) or not low <= port <= 65535:
+            if type(port) is not int or not low <= port <= 65535:
                 raise UsageError(f"invalid port {port!r}: use 1-65535 (0 for a free local port)")
         docker = self.engine()
         run = _Run(docker, name)

@@ -12,6 +12,7 @@ import socket
 
 import pytest
 
+from proxy import relay_mux
 from proxy import relay_wire as w
 from proxy.relay_mux import Channel
 from tests.proxy.relay_support import read_to_end, session, until
@@ -201,6 +202,16 @@ async def test_a_server_that_never_reads_stalls_the_client_at_the_window():
     writer.close()
     await s.close()
     target.close()
+
+
+async def test_a_connect_that_never_completes_times_out_that_connection_only(monkeypatch):
+    monkeypatch.setattr(relay_mux, "CONNECT_TIMEOUT", 0.2)
+    s = await session(9, asyncio.Event())  # the gate never opens: a box that never answers
+    reader, _ = await s.client()
+    assert await read_to_end(reader) == b""
+    assert s.opener.reports == ["connection 1: connection timed out"]
+    assert not s.opener.ended.done()
+    await s.close()
 
 
 async def test_past_the_channel_limit_a_connection_is_refused_and_reported():
