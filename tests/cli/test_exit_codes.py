@@ -21,6 +21,10 @@ ENGINE_COMMANDS = {
     "logs": [["logs", "box1"], ["logs", "box1", "--egress", "-f"]],
     "repair": [["repair", "box1"]],
     "delete": [["delete", "box1"], ["delete", "--all"]],
+    "port-forward": [
+        ["port-forward", "box1", "8080"],
+        ["port-forward", "box1", ":80", "-o", "json"],
+    ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
 
