@@ -16,7 +16,7 @@ import pytest
 
 from devbox_cli import Client
 from devbox_cli.engine.views import LABEL_EXPIRES, LABEL_NAME, LABEL_ROLE, LABEL_STORE
-from devbox_cli.errors import UsageError
+from devbox_cli.errors import DevboxError, UsageError
 
 NOW = datetime.now(UTC)
 PAST = "2000-01-01T00:00:00Z"
@@ -31,6 +31,7 @@ class Engine:
     def __init__(self) -> None:
         self.items: list[dict[str, Any]] = []
         self.removed: list[str] = []
+        self.stopped: list[tuple[str, int]] = []
 
     def add(
         self,
@@ -78,6 +79,10 @@ class Engine:
     def remove_container(self, ident: str) -> bool:
         self.removed.append(ident)
         return True
+
+    def stop(self, ident: str, *, timeout: int) -> None:
+        self.stopped.append((ident, timeout))
+        next(c for c in self.items if c["Id"] == ident)["State"] = "exited"
 
 
 @pytest.fixture
@@ -166,3 +171,26 @@ def test_a_bad_stopped_for_is_a_usage_error_before_docker_is_asked(setup):
     with pytest.raises(UsageError, match="invalid --stopped-for '3'"):
         client.gc(stopped_for="3")
     assert engine.removed == []
+
+
+def test_the_python_api_stops_what_it_can_then_raises_naming_the_rest(setup):
+    client, engine, box = setup
+    box("a")
+    box("theirs", **{LABEL_STORE: "0000000000000000"})
+    with pytest.raises(DevboxError) as info:
+        client.stop_devboxes(["a", "gone", "theirs", "a"])
+    err = info.value
+    assert err.exit_code == 3  # the first failure's: no devbox gone
+    assert err.message == (
+        "could not stop devbox(es) gone (no devbox gone), theirs (devbox theirs was made "
+        f"with another devbox store, not {client.store.home})"
+    )
+    assert err.hint == "retry with `devbox stop gone theirs`"
+    assert engine.stopped == [("a", 0)]  # once, at once (its PID 1 ignores SIGTERM)
+    results = client.stop_devboxes(["a", "gone"], check=False)
+    assert [(r.name, r.ok, r.status, r.changed) for r in results] == [
+        ("a", True, "stopped", False),
+        ("gone", False, "missing", False),
+    ]
+    with pytest.raises(UsageError, match="name the devboxes to start"):
+        client.start_devboxes([])
