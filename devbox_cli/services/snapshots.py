@@ -55,6 +55,12 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]
 ROLE = "snapshot"
+# The load names layers without holding them: Docker's classic image store takes that (it
+# has them), the containerd image store wants every layer in the archive.
+STORE_HINT = (
+    "snapshots need Docker's classic image store; `docker info` shows whether this engine "
+    "uses the containerd image store (driver-type io.containerd.snapshotter.v1)"
+)
 
 
 def not_found(snapshot: str) -> NotFoundError:
@@ -122,16 +128,19 @@ class SnapshotService:
             layers = [str(d) for d in layers_of["RootFS"]["Layers"]]
             with self.store.lock():  # no other snapshot of this store takes the name meanwhile
                 self._check_free(docker, ref, snapshot)
-                docker.load_image(load_archive(doc, layers, ref))
+                try:
+                    docker.load_image(load_archive(doc, layers, ref))
+                except DevboxRuntimeError as exc:
+                    raise DevboxRuntimeError(
+                        f"the engine did not take snapshot {snapshot}: {exc.message}", STORE_HINT
+                    ) from None
         finally:
             with contextlib.suppress(DevboxError):  # its layers stay: the snapshot holds them
                 docker.remove_image(committed)
         made = docker.image(ref)
         if made is None or made.get("Id") != image_id(doc):
             raise DevboxRuntimeError(
-                f"the engine did not keep snapshot {snapshot} as written",
-                "an engine with the containerd image store may not take snapshots; "
-                "`docker info` shows the storage driver",
+                f"the engine did not keep snapshot {snapshot} as written", STORE_HINT
             )
         return _view(made, ref, snapshot)
 
