@@ -13,7 +13,7 @@ import tarfile
 
 import pytest
 
-from tests.docker.conftest import IMAGES, RUN, Cli, docker, residue
+from tests.docker.conftest import DEVBOX, IMAGES, RUN, Cli, docker, residue
 
 pytestmark = pytest.mark.docker
 
@@ -167,6 +167,28 @@ def test_a_stopped_devbox_can_be_snapshot_with_a_default_name(store: Cli):
             store("snapshot", "delete", s["name"])
     assert snapshot_images(store) == []
     assert residue(name) == [] and residue(f"{name}-2") == []
+
+
+def test_two_snapshots_racing_for_one_name_one_wins_and_nothing_is_left(store: Cli):
+    name = f"{RUN}-snap-race"
+    store("create", name)
+    try:
+        racers = [
+            subprocess.Popen([*DEVBOX, "snapshot", "create", name, "same"], env=store.env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]  # fmt: skip
+        outcomes = sorted((p.wait(timeout=120), p.communicate()[1]) for p in racers)
+        assert [code for code, _ in outcomes] == [0, 4], outcomes
+        assert "snapshot same already exists" in outcomes[1][1]
+        assert [s["name"] for s in store.json("snapshot", "list")] == ["same"]
+        assert len(snapshot_images(store)) == 1
+        # neither racer left its intermediate commit behind
+        assert docker("images", "-aq", "--filter", f"label=devbox.name={name}").stdout == ""
+    finally:
+        store("delete", name, check=False)
+        store("snapshot", "delete", "same", check=False)
+    assert snapshot_images(store) == [] and residue(name) == []
 
 
 def test_bad_snapshot_inputs_are_clear(store: Cli, tmp_path_factory):
