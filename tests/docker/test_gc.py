@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.docker.conftest import PROXY_IMAGE, RUN, Cli, docker, residue
+from tests.docker.days import store_id
 
 pytestmark = pytest.mark.docker
 
@@ -21,12 +22,6 @@ def wait_past(at: str) -> None:
     when = datetime.strptime(at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     while datetime.now(UTC) < when + timedelta(seconds=1):
         time.sleep(0.2)
-
-
-def store_id(cli: Cli) -> str:
-    from devbox_cli.store import Store
-
-    return Store.open(str(cli.home)).identity()
 
 
 def plant(name: str, container: str, labels: dict[str, str]) -> None:
@@ -47,12 +42,14 @@ def test_ttl_is_shown_and_gc_deletes_exactly_what_is_due(module_cli: Cli, tmp_pa
         assert created["expires_at"].endswith("Z")
         before = datetime.now(UTC)
         cli("create", long, "--ttl", "3d")
+        after = datetime.now(UTC)
         cli("create", idle)
         cli("create", kept)
         neighbour("create", theirs, "--ttl", "1s")
         shown = cli.json("show", long)
         expires = datetime.strptime(shown["expires_at"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
-        assert timedelta(days=3) - timedelta(minutes=5) < expires - before <= timedelta(days=3)
+        # from the moment of create, to the second (labels have no fraction)
+        assert before + timedelta(days=3, seconds=-1) <= expires <= after + timedelta(days=3)
         assert "(in 2d23h)" in cli("show", long).stdout
         assert cli.json("show", kept)["expires_at"] is None
         # planted: claims to be kept's box, expired; and a box-named one with a garbage expiry

@@ -5,7 +5,6 @@ gateway works, and the bad inputs."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 import subprocess
@@ -14,6 +13,7 @@ import tarfile
 import pytest
 
 from tests.docker.conftest import DEVBOX, IMAGES, RUN, Cli, docker, residue
+from tests.docker.days import bearer, gateway_auth, snapshot_images, store_id, with_gateway
 
 pytestmark = pytest.mark.docker
 
@@ -21,24 +21,9 @@ SECRET = "sk-ant-snap-" + secrets.token_hex(16)
 MARK = "visible-env-" + secrets.token_hex(8)  # an --env value of the source devbox
 
 
-def store_id(cli: Cli) -> str:
-    from devbox_cli.store import Store
-
-    return Store.open(str(cli.home)).identity()
-
-
-def snapshot_images(cli: Cli) -> list[str]:
-    filters = ["--filter", "label=devbox.role=snapshot", "--filter",
-               f"label=devbox.store={store_id(cli)}"]  # fmt: skip
-    return docker("images", "-q", *filters).stdout.split()
-
-
 @pytest.fixture(scope="module")
 def store(module_cli: Cli):
-    cli = module_cli
-    cli("gateway", "create", "gw", "--endpoint", "https://api.anthropic.com",
-        "--ca-cert", str(cli.infra.ca_pem))  # fmt: skip
-    cli("secret", "create", "KEY", input=SECRET)
+    cli = with_gateway(module_cli, SECRET)
     try:
         yield cli
     finally:
@@ -46,12 +31,6 @@ def store(module_cli: Cli):
         if leftover:
             docker("rmi", "-f", *leftover, check=False)
         assert leftover == []
-
-
-def gateway_auth(cli: Cli, name: str) -> str:
-    proc = cli.sh(name, 'curl -sS -X POST "$P_URL/v1/messages" -H "Authorization: Bearer $P"')
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)["auth_sha256"]
 
 
 def found_in_save(image: str, needles: list[str]) -> list[tuple[str, str]]:
@@ -81,9 +60,7 @@ def test_a_snapshot_keeps_the_files_and_nothing_of_the_boxs_config(store: Cli):
     try:
         token = store.sh(source, "echo $P").stdout.strip()
         assert token.startswith("gwt_")
-        assert (
-            gateway_auth(store, source) == hashlib.sha256(f"Bearer {SECRET}".encode()).hexdigest()
-        )
+        assert gateway_auth(store, source) == bearer(SECRET)
         work = (
             "mkdir -p project && echo 'def main(): pass' > project/main.py && echo day1 > ~/notes"
         )
@@ -130,7 +107,7 @@ def test_a_snapshot_keeps_the_files_and_nothing_of_the_boxs_config(store: Cli):
         fresh = store.sh(copy, "echo $P").stdout.strip()
         assert fresh.startswith("gwt_") and fresh != token
         assert store.sh(copy, "echo ${MARK:-unset}").stdout == "unset\n"
-        assert gateway_auth(store, copy) == hashlib.sha256(f"Bearer {SECRET}".encode()).hexdigest()
+        assert gateway_auth(store, copy) == bearer(SECRET)
         labels = json.loads(docker("inspect", f"devbox-{copy}").stdout)[0]["Config"]["Labels"]
         assert (labels["devbox.name"], labels["devbox.role"]) == (copy, "box")
         assert labels["devbox.store"] == store_id(store)

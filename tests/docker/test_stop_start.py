@@ -4,13 +4,13 @@ effect), exec on a stopped devbox, several devboxes at once and a partial failur
 
 from __future__ import annotations
 
-import hashlib
 import json
 import secrets
 
 import pytest
 
 from tests.docker.conftest import RUN, Cli, docker, residue
+from tests.docker.days import bearer, gateway_auth, with_gateway
 
 pytestmark = pytest.mark.docker
 
@@ -20,22 +20,7 @@ ROTATED = "sk-ant-rotated-" + secrets.token_hex(12)
 
 @pytest.fixture(scope="module")
 def store(module_cli: Cli):
-    cli = module_cli
-    cli("gateway", "create", "gw", "--endpoint", "https://api.anthropic.com",
-        "--ca-cert", str(cli.infra.ca_pem))  # fmt: skip
-    cli("secret", "create", "KEY", input=FIRST)
-    return cli
-
-
-def gateway_auth(cli: Cli, name: str) -> str:
-    """The SHA-256 of the Authorization header the upstream got from a gateway call."""
-    proc = cli.sh(name, 'curl -sS -X POST "$P_URL/v1/messages" -H "Authorization: Bearer $P"')
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)["auth_sha256"]
-
-
-def bearer(secret: str) -> str:
-    return hashlib.sha256(f"Bearer {secret}".encode()).hexdigest()
+    return with_gateway(module_cli, FIRST)
 
 
 def running(container: str) -> bool:
