@@ -39,3 +39,20 @@ def snapshot_images(cli: Cli) -> list[str]:
     filters = ["--filter", "label=devbox.role=snapshot", "--filter",
                f"label=devbox.store={store_id(cli)}"]  # fmt: skip
     return docker("images", "-q", *filters).stdout.split()
+
+
+def leftovers(cli: Cli, *names: str) -> list[str]:
+    """Everything left of devboxes `names` (containers, networks, labelled volumes, the
+    intermediate commit of a snapshot) and every snapshot image of the store."""
+    found = [f"{kind} {ident}" for name in names for kind, ident in _of(name)]
+    return found + [f"snapshot {ident}" for ident in snapshot_images(cli)]
+
+
+def _of(name: str) -> list[tuple[str, str]]:
+    from tests.docker.conftest import residue
+
+    label = f"label=devbox.name={name}"
+    out = [("container or network", ident) for ident in residue(name)]
+    out += [("volume", v) for v in docker("volume", "ls", "-q", "--filter", label).stdout.split()]
+    out += [("image", i) for i in docker("images", "-aq", "--filter", label).stdout.split()]
+    return out

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.docker.conftest import PROXY_IMAGE, RUN, Cli, docker, residue
-from tests.docker.days import store_id
+from tests.docker.days import leftovers, store_id
 
 pytestmark = pytest.mark.docker
 
@@ -101,4 +101,5 @@ def test_ttl_is_shown_and_gc_deletes_exactly_what_is_due(module_cli: Cli, tmp_pa
         cli("delete", short, long, idle, kept, junk, planted, check=False)
         docker("rm", "-f", f"{RUN}-ttl-lookalike", check=False)
         neighbour("delete", theirs, check=False)
-    assert all(residue(n) == [] for n in (short, long, idle, kept, junk, planted, theirs))
+    assert leftovers(cli, short, long, idle, kept, junk, planted) == []
+    assert leftovers(neighbour, theirs) == []

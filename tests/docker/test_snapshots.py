@@ -13,7 +13,14 @@ import tarfile
 import pytest
 
 from tests.docker.conftest import DEVBOX, IMAGES, RUN, Cli, docker, residue
-from tests.docker.days import bearer, gateway_auth, snapshot_images, store_id, with_gateway
+from tests.docker.days import (
+    bearer,
+    gateway_auth,
+    leftovers,
+    snapshot_images,
+    store_id,
+    with_gateway,
+)
 
 pytestmark = pytest.mark.docker
 
@@ -124,7 +131,7 @@ def test_a_snapshot_keeps_the_files_and_nothing_of_the_boxs_config(store: Cli):
     ]
     assert store.json("snapshot", "list") == [] and snapshot_images(store) == []
     assert docker("image", "inspect", ref, check=False).returncode != 0
-    assert residue(source) == [] and residue(copy) == []
+    assert leftovers(store, source, copy) == []
 
 
 def test_a_stopped_devbox_can_be_snapshot_with_a_default_name(store: Cli):
@@ -142,8 +149,7 @@ def test_a_stopped_devbox_can_be_snapshot_with_a_default_name(store: Cli):
         store("delete", name, f"{name}-2", check=False)
         for s in store.json("snapshot", "list"):
             store("snapshot", "delete", s["name"])
-    assert snapshot_images(store) == []
-    assert residue(name) == [] and residue(f"{name}-2") == []
+    assert leftovers(store, name, f"{name}-2") == []
 
 
 def test_two_snapshots_racing_for_one_name_one_wins_and_nothing_is_left(store: Cli):
@@ -165,7 +171,7 @@ def test_two_snapshots_racing_for_one_name_one_wins_and_nothing_is_left(store: C
     finally:
         store("delete", name, check=False)
         store("snapshot", "delete", "same", check=False)
-    assert snapshot_images(store) == [] and residue(name) == []
+    assert leftovers(store, name) == []
 
 
 def test_bad_snapshot_inputs_are_clear(store: Cli, tmp_path_factory):
@@ -199,4 +205,4 @@ def test_bad_snapshot_inputs_are_clear(store: Cli, tmp_path_factory):
     finally:
         neighbour("delete", theirs, check=False)
         neighbour("snapshot", "delete", "shared-name", check=False)
-    assert snapshot_images(neighbour) == [] and residue(theirs) == []
+    assert leftovers(neighbour, theirs) == [] and leftovers(store, name) == []

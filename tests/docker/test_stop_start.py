@@ -9,8 +9,8 @@ import secrets
 
 import pytest
 
-from tests.docker.conftest import RUN, Cli, docker, residue
-from tests.docker.days import bearer, gateway_auth, with_gateway
+from tests.docker.conftest import RUN, Cli, docker
+from tests.docker.days import bearer, gateway_auth, leftovers, with_gateway
 
 pytestmark = pytest.mark.docker
 
@@ -78,7 +78,7 @@ def test_stop_then_start_keeps_files_and_tokens_and_configures_from_the_store_no
     finally:
         store("secret", "update", "KEY", input=FIRST)
         store("delete", name, check=False)
-    assert residue(name) == []
+    assert leftovers(store, name) == []
 
 
 def test_several_at_once_and_a_partial_failure_names_what_to_retry(store: Cli, tmp_path_factory):
@@ -120,4 +120,4 @@ def test_several_at_once_and_a_partial_failure_names_what_to_retry(store: Cli, t
     finally:
         store("delete", *names, check=False)
         neighbour("delete", theirs, check=False)
-    assert all(residue(n) == [] for n in [*names, theirs])
+    assert leftovers(store, *names) == [] and leftovers(neighbour, theirs) == []
