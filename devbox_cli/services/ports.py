@@ -194,10 +194,15 @@ class _Run:
 
     def target(self) -> str:
         for ident, state in self.states.items():
+            if state == "paused":
+                raise ConflictError(
+                    f"devbox {self.name} is paused while a snapshot is taken",
+                    "try again in a moment",
+                )
             if state != "running":
-                raise DevboxRuntimeError(
+                raise ConflictError(
                     f"devbox {self.name} is not running ({self.roles[ident]} is {state})",
-                    f"start it with `devbox repair {self.name}`",
+                    f"start it with `devbox start {self.name}`",
                 )
         networks = (self.box.get("NetworkSettings") or {}).get("Networks") or {}
         address = (networks.get(box_network(self.name)) or {}).get("IPAddress") or ""
@@ -206,7 +211,7 @@ class _Run:
         except ValueError:
             raise DevboxRuntimeError(
                 f"devbox {self.name} has no address on its network {box_network(self.name)}",
-                f"`devbox repair {self.name}`, or recreate it",
+                f"`devbox start {self.name}`, or recreate it",
             ) from None
 
     def watch(self) -> None:
@@ -260,7 +265,7 @@ class _Run:
         from devbox_cli.engine.forwarding import PROTOCOL
 
         name = self.name
-        restart = f"start it again with `devbox repair {name}`, then port-forward again"
+        restart = f"start it again with `devbox start {name}`, then port-forward again"
         if self.died is not None:
             return DevboxRuntimeError(f"port-forward to devbox {name} ended: {self.died}", restart)
         if ending.kind == PROTOCOL:

@@ -115,15 +115,21 @@ def test_a_relay_that_exits_is_reported_with_its_status_and_last_words(engine):
     )
 
 
-def test_a_devbox_not_running_is_refused_before_listening(engine):
-    engine.route("GET", "/containers/devbox-b/json", 200, {**BOX, "State": {"Status": "exited"}})
+@pytest.mark.parametrize(
+    ("state", "lines"),
+    [
+        ("exited", ["error: devbox b is not running (the devbox is exited)",
+                    "hint: start it with `devbox start b`"]),
+        ("paused", ["error: devbox b is paused while a snapshot is taken",
+                    "hint: try again in a moment"]),
+    ],
+)  # fmt: skip
+def test_a_devbox_not_running_is_refused_before_listening(engine, state, lines):
+    engine.route("GET", "/containers/devbox-b/json", 200, {**BOX, "State": {"Status": state}})
     proc = forward(engine, "8080")
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 7
-    assert err.splitlines() == [
-        "error: devbox b is not running (the devbox is exited)",
-        "hint: start it with `devbox repair b`",
-    ]
+    assert proc.returncode == 4
+    assert err.splitlines() == lines
     assert ("POST", "/containers/proxyid/exec") not in engine.seen
 
 

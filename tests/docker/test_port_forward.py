@@ -291,19 +291,26 @@ def test_the_devbox_or_its_proxy_stopping_ends_it_clearly(module_cli: Cli):
         code, err = fwd.end(sig=None)
         assert (code, err.splitlines()) == (7, [
             f"error: port-forward to devbox {name} ended: the devbox stopped",
-            f"hint: start it again with `devbox repair {name}`, then port-forward again",
+            f"hint: start it again with `devbox start {name}`, then port-forward again",
         ])  # fmt: skip
         assert relays(name) == []  # its proxy runs on, without a relay
         proc = cli("port-forward", name, "8000", check=False)
-        assert proc.returncode == 7
+        assert proc.returncode == 4
         assert f"devbox {name} is not running (the devbox is exited)" in proc.stderr
-        cli("repair", name)
+        assert f"start it with `devbox start {name}`" in proc.stderr
+        cli("start", name)
         fwd = Forward(cli, name, ":8000")
         docker("stop", "-t", "1", f"devbox-{name}-proxy")
         code, err = fwd.end(sig=None)
         assert code == 7
         assert f"error: port-forward to devbox {name} ended: its proxy stopped" in err
-        cli("repair", name)
+        cli("start", name)
+        fwd = Forward(cli, name, ":8000")
+        cli("stop", name)
+        code, err = fwd.end(sig=None)
+        assert code == 7 and f"port-forward to devbox {name} ended: " in err
+        assert relays(name) == []
+        cli("start", name)
         fwd = Forward(cli, name, ":8000")
         cli("delete", name)
         code, err = fwd.end(sig=None)
