@@ -309,8 +309,8 @@ def test_the_devbox_or_its_proxy_stopping_ends_it_clearly(module_cli: Cli):
         cli("stop", name)
         code, err = fwd.end(sig=None)
         assert code == 7 and f"port-forward to devbox {name} ended: " in err
-        assert relays(name) == []
         cli("start", name)
+        assert relays(name) == []
         fwd = Forward(cli, name, ":8000")
         cli("delete", name)
         code, err = fwd.end(sig=None)
