@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -119,6 +120,7 @@ def main() -> None:
                 proc.terminate()
                 proc.wait(30)
         devbox("delete", NAME, env=env)
+        shutil.rmtree(home, ignore_errors=True)
     print(
         f"`python bench/bench_port_forward.py`, {REPS} requests; {platform.node()}, "
         f"nproc {os.cpu_count()}, Python {platform.python_version()}\n"
