@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
+from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
+from devbox_cli.services.ports import PortForwardService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
+from devbox_cli.services.snapshots import SnapshotService
 from devbox_cli.store import Store
 
 if TYPE_CHECKING:
@@ -64,6 +67,9 @@ class Client:
         self.gateways = GatewayService(self.store, self.proxies)
         self.policies = PolicyService(self.store, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
+        self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
+        self.snapshots = SnapshotService(self.engine, self.store)
+        self.ports = PortForwardService(self.engine)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -102,3 +108,14 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
+
+    stop_devboxes = _Via("lifecycle", LifecycleService.stop)
+    start_devboxes = _Via("lifecycle", LifecycleService.start)
+    gc = _Via("lifecycle", LifecycleService.gc)
+
+    create_snapshot = _Via("snapshots", SnapshotService.create)
+    list_snapshots = _Via("snapshots", SnapshotService.list)
+    get_snapshot = _Via("snapshots", SnapshotService.get)
+    delete_snapshots = _Via("snapshots", SnapshotService.delete)
+
+    port_forward = _Via("ports", PortForwardService.forward)

@@ -4,7 +4,7 @@ The devbox proves itself with its worthless gateway token (any Authorization sch
 included, x-api-key, or the header the auth mechanism names; never the query string),
 compared in constant time; without it the answer is 401. The swap itself (every token out,
 the credential and custom headers in) is proxy/swap.py's and the trip upstream and back
-proxy/relay.py's, shared with intercepted hosts. The upstream is only ever the configured
+proxy/upstream.py's, shared with intercepted hosts. The upstream is only ever the configured
 endpoint: no policy check, no redirects followed (WebSocket included), TLS always verified;
 the session itself can connect nowhere else (proxy/pinning.py). The path must read the same
 to every upstream (proxy/paths.py). Whatever the upstream reflects back is redacted
@@ -24,8 +24,8 @@ from proxy.config import GATEWAY_ROUTE, ConfigError, GatewayBinding
 from proxy.context import ProxyContext
 from proxy.errors import ProxyError
 from proxy.redact import MIN_SECRET_LEN
-from proxy.relay import relay
 from proxy.swap import checked_path, presented, upstream_headers, upstream_query
+from proxy.upstream import exchange
 
 
 def check_binding(binding: GatewayBinding) -> None:
@@ -79,6 +79,8 @@ async def handle(request: web.BaseRequest, ctx: ProxyContext, started: float) ->
         record.decision, record.credential = "allow", True
         headers = upstream_headers(request.headers, binding, state.tokens, credential=True)  # type: ignore[arg-type]
         target = (rest, upstream_query(query, binding, state.tokens, credential=True))
-        resp = await relay(request, ctx, state, binding, binding.endpoint, target, headers, record)
+        resp = await exchange(
+            request, ctx, state, binding, binding.endpoint, target, headers, record
+        )
         record.status = resp.status
         return resp

@@ -25,9 +25,9 @@ from proxy.context import ProxyContext, State
 from proxy.egress import Target, make_target, parse_authority
 from proxy.errors import ProxyError, respond
 from proxy.policy import Decision
-from proxy.relay import relay
 from proxy.server import check_head
 from proxy.swap import checked_path, presented, upstream_headers, upstream_query
+from proxy.upstream import exchange
 
 TLS_PORT = 443
 
@@ -95,7 +95,7 @@ async def _handle(
     headers = upstream_headers(request.headers, binding, state.tokens, credential=credential)  # type: ignore[arg-type]
     rewritten = upstream_query(query, binding, state.tokens, credential=credential)
     origin = f"https://{target.authority}"
-    resp = await relay(request, ctx, state, binding, origin, (path, rewritten), headers, record)
+    resp = await exchange(request, ctx, state, binding, origin, (path, rewritten), headers, record)
     record.status = resp.status
     return resp
 

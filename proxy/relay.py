@@ -1,191 +1,106 @@
-"""A credentialed request on its way to a gateway's upstream and back, one implementation for
-gateway routes (proxy/gateway.py) and intercepted hosts (proxy/intercepted.py).
+"""`python -m proxy.relay ADDRESS PORT`: the proxy container's end of `devbox port-forward`.
 
-The request goes out on the gateways' session pinned to one origin (proxy/pinning.py: it
-can connect nowhere else and never follows a redirect, WebSocket included), with TLS always
-verified against the system CAs plus the gateway's own CA bundle; the body streams up and
-the answer streams back through the binding's redactor (proxy/gateway_response.py).
+    docker exec -i devbox-NAME-proxy /opt/proxy/bin/python -m proxy.relay 10.0.3.2 8080
+
+The CLI runs this once per port-forward session, over an exec whose stdin and stdout carry
+the frames of relay_wire.py: every connection the CLI accepted on the host is one channel,
+and the relay connects each to ADDRESS:PORT, the box's address on the devbox's network as
+the CLI read it from `docker inspect`. The target is fixed here, on the command line: no
+frame names an address or a port, so neither the box nor anything it sends can point the
+relay anywhere else, and the box gets no new route (the proxy could always reach it).
+
+One process, one thread, standard library only: the proxy's pids and memory limits hold.
+It ends when its stdin does (the CLI closed the session, or went away), exit 0; after a
+protocol error or a silent link, exit 2 with the reason on stderr; bad arguments, exit 64.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
+import ipaddress
+import os
+import sys
 
-import aiohttp
-from aiohttp import web
-from multidict import CIMultiDict
-from yarl import URL
+from proxy.relay_mux import Channel, Mux
 
-from proxy import audit
-from proxy.config import GatewayBinding
-from proxy.context import ProxyContext, State
-from proxy.gateway_response import copy_headers, stream_back
-from proxy.pinning import UpstreamRedirect, pinned_to
-
-WS_HANDSHAKE = frozenset(
-    {
-        "sec-websocket-key",
-        "sec-websocket-version",
-        "sec-websocket-extensions",
-        "sec-websocket-protocol",
-        "sec-websocket-accept",
-    }
-)
+USAGE = "usage: python -m proxy.relay ADDRESS PORT (an IP literal and 1-65535)"
 
 
-def upstream_url(origin: str, path: str, query: str, *, ws: bool = False) -> URL:
-    """`origin` (a base URL, maybe with a path prefix) + the raw `path` and `query`."""
-    base = origin.rstrip("/")
-    if ws:
-        base = "ws" + base[4:] if base.startswith("http") else base
-    raw = base + (path or "")
-    if query:
-        raw += "?" + query
-    return URL(raw, encoded=True)
+class Link(asyncio.Protocol):
+    """The protocol of a link that carries frames as they are (a socket, the relay's pipes):
+    what it reads goes to `mux`, and so do its end and its backpressure."""
+
+    mux: Mux | None = None
+
+    def data_received(self, data: bytes) -> None:
+        if self.mux is not None:
+            self.mux.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.mux is not None:
+            self.mux.link_lost()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.mux is not None:
+            self.mux.link_lost()
+
+    def pause_writing(self) -> None:
+        if self.mux is not None:
+            self.mux.link_paused_changed(True)
+
+    def resume_writing(self) -> None:
+        if self.mux is not None:
+            self.mux.link_paused_changed(False)
 
 
-async def relay(
-    request: web.BaseRequest,
-    ctx: ProxyContext,
-    state: State,
-    binding: GatewayBinding,
-    origin: str,
-    target: tuple[str, str],
-    headers: CIMultiDict[str],
-    record: audit.Record,
-) -> web.StreamResponse:
-    """Send `request` to `origin` + `target` (raw path, raw query, both already checked and
-    rewritten) with `headers` (already swapped: proxy/swap.py) and stream the answer back.
-    Every connection of it is pinned to `origin`."""
-    path, query = target
-    with pinned_to(origin):
-        if request.headers.get("Upgrade", "").lower() == "websocket":
-            try:
-                url = upstream_url(origin, path, query, ws=True)
-                return await _relay_websocket(request, ctx, state, binding, url, headers, record)
-            except UpstreamRedirect as redirect:
-                # the 3xx goes back to the client, which may follow it itself (without the
-                # credential); the proxy never does
-                resp = web.StreamResponse(status=redirect.status)
-                # its body is not relayed: body=True drops the framing headers
-                copy_headers(redirect.headers, resp, state.redactors[binding.prefix], body=True)
-                record.status = redirect.status
-                await resp.prepare(request)
-                await resp.write_eof()
-                return resp
-        return await _relay_http(
-            request, ctx, state, binding, upstream_url(origin, path, query), headers, record
-        )
+async def serve(address: str, port: int, stdin: int = 0, stdout: int = 1) -> str | None:
+    """Relay until the link ends; returns None when it simply closed, else the reason."""
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[str | None] = loop.create_future()
+    pipes = Link()  # both pipes: stdin's data and end, stdout's backpressure
+    out_file = open(stdout, "wb", buffering=0, closefd=False)  # noqa: SIM115
+    in_file = open(stdin, "rb", buffering=0, closefd=False)  # noqa: SIM115
+    writer, _ = await loop.connect_write_pipe(lambda: pipes, out_file)
+
+    async def connect(channel: Channel) -> None:
+        await loop.create_connection(lambda: channel, address, port)
+
+    def on_end(reason: str | None) -> None:
+        if not ended.done():
+            ended.set_result(reason)
+
+    pipes.mux = Mux(opener=False, send=writer.write, on_end=on_end, connect=connect)
+    reader, _ = await loop.connect_read_pipe(lambda: pipes, in_file)
+    try:
+        return await ended
+    finally:
+        reader.close()
+        writer.close()
 
 
-async def _relay_http(
-    request: web.BaseRequest,
-    ctx: ProxyContext,
-    state: State,
-    binding: GatewayBinding,
-    url: URL,
-    headers: CIMultiDict[str],
-    record: audit.Record,
-) -> web.StreamResponse:
-    session = ctx.session
-    assert session is not None
-    chunk = ctx.settings.stream_chunk
-
-    async def body() -> AsyncIterator[bytes]:
-        async for data in request.content.iter_chunked(chunk):
-            record.bytes_in += len(data)
-            yield data
-
-    data = body() if request.body_exists else None
-    if data is None:
-        headers.pop("Content-Length", None)
-    elif request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        # the proxy answers it (the Expect never goes upstream): the body may come now
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    tls = state.upstream_ssl.get(binding.prefix)
-    async with session.request(
-        request.method,
-        url,
-        headers=headers,
-        data=data,
-        allow_redirects=False,
-        ssl=tls if tls is not None else True,  # verification can never be turned off
-        compress=None,
-        auto_decompress=False,
-    ) as upstream:
-        return await stream_back(request, upstream, state.redactors[binding.prefix], chunk, record)
+def parse(argv: list[str]) -> tuple[str, int] | None:
+    if len(argv) != 2 or not (argv[1].isascii() and argv[1].isdigit()):
+        return None
+    try:
+        address = str(ipaddress.ip_address(argv[0]))
+    except ValueError:
+        return None
+    port = int(argv[1])
+    return (address, port) if 0 < port < 65536 else None
 
 
-async def _relay_websocket(
-    request: web.BaseRequest,
-    ctx: ProxyContext,
-    state: State,
-    binding: GatewayBinding,
-    url: URL,
-    headers: CIMultiDict[str],
-    record: audit.Record,
-) -> web.StreamResponse:
-    session = ctx.session
-    assert session is not None
-    protocols = tuple(
-        p.strip()
-        for value in request.headers.getall("Sec-WebSocket-Protocol", ())
-        for p in value.split(",")
-        if p.strip()
-    )
-    for name in list(headers):
-        if name.lower() in WS_HANDSHAKE or name.lower() == "content-length":
-            del headers[name]
-    redactor = state.redactors[binding.prefix]
-    upstream = await session.ws_connect(
-        url,
-        headers=headers,
-        protocols=protocols,
-        ssl=state.upstream_ssl.get(binding.prefix, True),
-        autoping=True,
-        heartbeat=None,
-    )
-    async with upstream:
-        ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else ())
-        await ws.prepare(request)
-        record.status = 101
+def main(argv: list[str] | None = None) -> int:
+    target = parse(sys.argv[1:] if argv is None else argv)
+    if target is None:
+        print(USAGE, file=sys.stderr)
+        return 64
+    reason = asyncio.run(serve(*target))
+    if reason is not None:
+        os.write(2, f"relay: {reason}\n".encode())
+        return 2
+    return 0
 
-        async def down() -> None:
-            async for msg in upstream:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    text = redactor.text(msg.data)
-                    record.bytes_out += len(text)
-                    await ws.send_str(text)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    data = redactor.bytes(msg.data)
-                    record.bytes_out += len(data)
-                    await ws.send_bytes(data)
-                else:
-                    break
-            await ws.close()
 
-        async def up() -> None:
-            async for msg in ws:
-                if msg.type == aiohttp.WSMsgType.TEXT:
-                    record.bytes_in += len(msg.data)
-                    await upstream.send_str(msg.data)
-                elif msg.type == aiohttp.WSMsgType.BINARY:
-                    record.bytes_in += len(msg.data)
-                    await upstream.send_bytes(msg.data)
-                else:
-                    break
-            await upstream.close()
-
-        tasks = [asyncio.ensure_future(down()), asyncio.ensure_future(up())]
-        try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await ws.close()
-    return ws
+if __name__ == "__main__":
+    sys.exit(main())

@@ -31,7 +31,7 @@ from proxy.redact import Redactor
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
 # Never sent upstream: a Range lets a client fetch a reflected secret in slices that each
-# miss the redactor; an Expect is answered by the proxy (proxy/relay.py).
+# miss the redactor; an Expect is answered by the proxy (proxy/upstream.py).
 REQUEST_DROP = frozenset({"range", "if-range", "expect"})
 # where a devbox may present its gateway token (besides the auth mechanism's own header)
 TOKEN_HEADERS = ("authorization", "x-api-key")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import devboxes, gateways, policies, secrets
+from devbox_cli.cli import devboxes, gateways, lifecycle, policies, ports, secrets, snapshots
 
 app = typer.Typer(
     name="devbox",
@@ -18,4 +18,7 @@ app = typer.Typer(
 app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally.")
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
+app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
+lifecycle.register(app)
+ports.register(app)

@@ -11,6 +11,8 @@ root with the CA certificate (public) on stdin:
   and none of the variables. The tool itself is not run: it rehashes every CA (~2 s).
 
 On other images only the bundle and the variables are set up. The image needs a POSIX sh.
+Installing again replaces a devbox CA installed before (a box made from a snapshot of
+another devbox carries that one's).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
 
 BUNDLE = "/etc/devbox/ca-bundle.pem"
+# the line before the devbox CA in a bundle (PEM readers skip text outside the armour)
+MARK = "# devbox interception CA"
 SYSTEM_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -32,16 +36,24 @@ SYSTEM_BUNDLES = (
 _SCRIPT = f"""set -eu
 umask 022
 ca=$(cat)
+mark='{MARK}'
+certs=/etc/ssl/certs
+debian=
+[ -d /usr/local/share/ca-certificates ] && [ -f "$certs/ca-certificates.crt" ] && debian=1
+if [ -n "$debian" ]; then
+  # a box from a snapshot of another devbox: that one's CA goes first
+  sed -i "/^$mark\\$/,/-----END CERTIFICATE-----/d" "$certs/ca-certificates.crt"
+  find "$certs" -maxdepth 1 -lname devbox.pem -exec rm -f {{}} +
+fi
 mkdir -p /etc/devbox
 tmp={BUNDLE}.$$
 : > "$tmp"
 for f in {" ".join(SYSTEM_BUNDLES)}; do
   if [ -f "$f" ]; then cat "$f" >> "$tmp"; break; fi
 done
-printf '%s\\n' "$ca" >> "$tmp"
+printf '%s\\n%s\\n' "$mark" "$ca" >> "$tmp"
 mv -f "$tmp" {BUNDLE}
-certs=/etc/ssl/certs
-if [ -d /usr/local/share/ca-certificates ] && [ -f "$certs/ca-certificates.crt" ]; then
+if [ -n "$debian" ]; then
   printf '%s\\n' "$ca" > /usr/local/share/ca-certificates/devbox.crt
   ln -sf /usr/local/share/ca-certificates/devbox.crt "$certs/devbox.pem"
   if command -v openssl >/dev/null 2>&1; then
@@ -49,7 +61,7 @@ if [ -d /usr/local/share/ca-certificates ] && [ -f "$certs/ca-certificates.crt" 
     while [ -e "$certs/$h.$i" ]; do i=$((i + 1)); done
     ln -s devbox.pem "$certs/$h.$i"
   fi
-  printf '%s\\n' "$ca" >> "$certs/ca-certificates.crt"
+  printf '%s\\n%s\\n' "$mark" "$ca" >> "$certs/ca-certificates.crt"
 fi
 echo trusted
 """

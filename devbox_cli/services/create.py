@@ -31,7 +31,14 @@ from devbox_cli.engine.topology import (
     make_default_egress,
 )
 from devbox_cli.engine.trust import install_ca
-from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
+from devbox_cli.engine.views import (
+    Binding,
+    Devbox,
+    ProxyView,
+    expiry_text,
+    iso_time,
+    state_of,
+)
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
 from devbox_cli.services.authority import DevboxCA, new_ca
@@ -61,6 +68,7 @@ class CreatePlan:
     limits: BoxLimits
     host_config: dict[str, Any]
     egress: str
+    labels: dict[str, str] = field(default_factory=dict)  # more of the box's (devbox.expires)
     ca: DevboxCA | None = field(default=None, repr=False)  # its key is hazmat
 
 
@@ -75,6 +83,7 @@ def plan_create(
     env: Mapping[str, str],
     limits: BoxLimits,
     say: Progress,
+    labels: Mapping[str, str] | None = None,
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
@@ -112,6 +121,7 @@ def plan_create(
         limits=limits,
         host_config=box_host_config(fit_to_engine(limits, engine_info)),
         egress=egress,
+        labels=dict(labels or {}),
         ca=ca,
     )
 
@@ -154,6 +164,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         created_at=iso_time(info.get("Created") if info else None),
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
+        expires_at=expiry_text(plan.labels),
     )
 
 
@@ -169,6 +180,7 @@ def _make_box(made: Rollback, plan: CreatePlan, network: str) -> str:
         host=plan.host_config,
         bindings=plan.bindings,
         policy=plan.policy,
+        labels=plan.labels,
     )
     if plan.ca is not None:
         from devbox_cli.engine.docker_backend import DockerBackend

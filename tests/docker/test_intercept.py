@@ -403,3 +403,27 @@ def test_two_bound_gateways_naming_one_host_is_a_create_time_error(forge):
     assert docker("ps", "-aq", "--filter", f"label=devbox.name={name}").stdout == ""
     assert Client(str(forge.cli.home)).configs.authorities.summary(name) is None
     forge.cli("gateway", "delete", "forge-too")
+
+
+def test_installing_a_ca_again_replaces_the_one_before(forge):
+    # a box made from a snapshot of another devbox carries that one's CA in its files
+    from devbox_cli.engine.docker_backend import DockerBackend
+    from devbox_cli.engine.trust import install_ca
+    from devbox_cli.services.authority import new_ca
+    from tests.docker.conftest import IMAGES
+
+    probe = f"{RUN}-trust-probe"
+    docker("run", "-d", "--name", probe, "--label", f"devbox.test={RUN}", "--network", "none",
+           IMAGES.default, "sleep", "300")  # fmt: skip
+    try:
+        first, second = new_ca("one", [FORGE]), new_ca("two", [FORGE])
+        for ca in (first, second):
+            install_ca(DockerBackend(), probe, ca.authority.cert)
+        for path in ("/etc/ssl/certs/ca-certificates.crt", "/etc/devbox/ca-bundle.pem"):
+            text = docker("exec", probe, "cat", path).stdout
+            assert second.authority.cert.strip() in text
+            assert first.authority.cert.strip() not in text, path
+        links = docker("exec", probe, "find", "/etc/ssl/certs", "-lname", "devbox.pem").stdout
+        assert len(links.split()) == 1
+    finally:
+        docker("rm", "-f", probe, check=False)
