@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import devboxes, gateways, policies, secrets
+from devbox_cli.cli import devboxes, doctor, gateways, policies, secrets, watch
 
 app = typer.Typer(
     name="devbox",
@@ -19,3 +19,5 @@ app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally."
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
 devboxes.register(app)
+watch.register(app)
+doctor.register(app)
