@@ -193,6 +193,8 @@ class Doctor:
             if box.proxy.status == "running" and box.proxy.health == "ok":
                 return Check(label, PASS, "proxy configured and healthy")
             state = box.proxy.health or box.proxy.status
+            if box.proxy.configured is False:
+                state += "; it started again since its last config push"
             return Check(
                 label,
                 FAIL,
