@@ -8,6 +8,8 @@
       policies.json     same envelope, network policies
       key.json          {"format": 1, "public": b64, "private": {...}}: the Curve25519 keypair;
                         the private half in the clear or encrypted under a passphrase
+      proxies/          the push ledger (devbox_cli/home.py), no secrets: which start of each
+                        proxy container took its config
 
 Every file is 0600 and written atomically (temp file in the same directory, fsync, rename,
 fsync of the directory). A file that does not parse, or parses to the wrong shape, raises
