@@ -7,7 +7,9 @@ daemon (tests/docker/test_engine_restart.py)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
 import sys
 import threading
 
@@ -20,8 +22,6 @@ WATCH = [sys.executable, "-m", "devbox_cli", "watch", "-o", "json"]
 
 
 def follow(env: dict[str, str]) -> Follower:
-    import os
-
     return Follower(WATCH, {**os.environ, **env})
 
 
@@ -83,3 +83,73 @@ def test_it_reconnects_to_an_engine_that_came_back_and_sweeps_again(tmp_path):
     finally:
         watch.kill()
         ended.set()
+
+
+def protected_store(home) -> None:  # type: ignore[no-untyped-def]
+    from devbox_cli import Client
+
+    Client(str(home), passphrase="open sesame").create_secret("K", "v")
+
+
+def test_a_protected_store_without_a_terminal_or_passphrase_is_exit_5(tmp_path, devbox_home):
+    protected_store(devbox_home)
+    proc = subprocess.run(
+        [sys.executable, "-m", "devbox_cli", "watch"], stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'none.sock'}"},
+    )  # fmt: skip
+    assert proc.returncode == 5, proc.stderr
+    assert "DEVBOX_PASSPHRASE" in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(("typed", "unlocked"), [("open sesame", True), ("wrong", False)])
+def test_on_a_terminal_it_asks_for_the_passphrase_once_then_watches(
+    tmp_path, devbox_home, typed, unlocked
+):
+    """stdin, stderr and the controlling terminal are a pty, as in a shell; stdout is a pipe."""
+    import fcntl
+    import pty
+    import termios
+
+    protected_store(devbox_home)
+    master, slave = pty.openpty()
+
+    def controlling_tty() -> None:
+        os.setsid()
+        fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devbox_cli", "watch", "-o", "json"], stdin=slave,
+        stdout=subprocess.PIPE, stderr=slave, preexec_fn=controlling_tty, text=True,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'none.sock'}"},
+    )  # fmt: skip
+    os.close(slave)
+    try:
+        seen = b""
+        while b"passphrase:" not in seen:
+            chunk = os.read(master, 1024)
+            assert chunk, seen
+            seen += chunk
+        os.write(master, typed.encode() + b"\n")
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        if unlocked:
+            assert json.loads(first)["action"] == "unreachable"  # watching, key in memory
+            assert json.loads(proc.stdout.readline())["action"] == "unreachable"  # no 2nd ask
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=60) == 0
+        else:
+            assert first == ""
+            assert proc.wait(timeout=60) == 5
+        rest = b""
+        try:
+            while chunk := os.read(master, 1024):
+                rest += chunk
+        except OSError:
+            pass  # the pty closes with the process
+        assert rest.count(b"passphrase:") == 0  # asked exactly once
+        assert typed.encode() not in rest  # not echoed, nor in any message
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
