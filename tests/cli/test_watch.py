@@ -102,7 +102,7 @@ def test_a_protected_store_without_a_terminal_or_passphrase_is_exit_5(tmp_path, 
     assert "DEVBOX_PASSPHRASE" in proc.stderr and proc.stdout == ""
 
 
-@pytest.mark.parametrize(("typed", "unlocked"), [("open sesame", True), ("wrong", False)])
+@pytest.mark.parametrize(("typed", "unlocked"), [("open sesame", True), ("not-it-9f3k", False)])
 def test_on_a_terminal_it_asks_for_the_passphrase_once_then_watches(
     tmp_path, devbox_home, typed, unlocked
 ):
