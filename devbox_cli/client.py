@@ -22,10 +22,12 @@ from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.doctor import Doctor
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.healing import Healer
+from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
+from devbox_cli.services.snapshots import SnapshotService
 from devbox_cli.store import Store
 
 if TYPE_CHECKING:
@@ -69,6 +71,8 @@ class Client:
         self.healer = Healer(self.engine, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies, self.healer)
         self.doctor = Doctor(self.engine, self.devboxes)
+        self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
+        self.snapshots = SnapshotService(self.engine, self.store)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -117,3 +121,12 @@ class Client:
 
     run_doctor = _Via("doctor", Doctor.run)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
+
+    stop_devboxes = _Via("lifecycle", LifecycleService.stop)
+    start_devboxes = _Via("lifecycle", LifecycleService.start)
+    gc = _Via("lifecycle", LifecycleService.gc)
+
+    create_snapshot = _Via("snapshots", SnapshotService.create)
+    list_snapshots = _Via("snapshots", SnapshotService.list)
+    get_snapshot = _Via("snapshots", SnapshotService.get)
+    delete_snapshots = _Via("snapshots", SnapshotService.delete)

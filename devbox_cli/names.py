@@ -48,6 +48,10 @@ def check_devbox_name(name: str) -> str:
     return name
 
 
+def check_snapshot_name(name: str) -> str:
+    return _check_name("snapshot", name, "before-refactor")
+
+
 def check_gateway_name(name: str) -> str:
     return _check_name("gateway", name, "anthropic")
 
@@ -89,3 +93,12 @@ def proxy_container(name: str) -> str:
 
 def box_network(name: str) -> str:
     return f"{BOX_PREFIX}{name}-net"
+
+
+SNAPSHOT_REPO = "devbox-snapshot"
+
+
+def snapshot_image(store: str, name: str) -> str:
+    """The image of snapshot `name` of the store with identity `store`: each store has a
+    namespace of its own (a repository path is lower-case hex, the name fits a tag)."""
+    return f"{SNAPSHOT_REPO}/{store}:{name}"

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import devboxes, doctor, gateways, policies, secrets, watch
+from devbox_cli.cli import (
+    devboxes,
+    doctor,
+    gateways,
+    lifecycle,
+    policies,
+    secrets,
+    snapshots,
+    watch,
+)
 
 app = typer.Typer(
     name="devbox",
@@ -18,6 +27,8 @@ app = typer.Typer(
 app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally.")
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
+app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
 watch.register(app)
 doctor.register(app)
+lifecycle.register(app)

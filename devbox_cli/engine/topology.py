@@ -9,6 +9,7 @@ import contextlib
 import os
 import secrets
 import threading
+from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -128,18 +129,23 @@ def create_box(
     host: dict[str, Any],
     bindings: tuple[Binding, ...],
     policy: str | None,
+    labels: Mapping[str, str] | None = None,
 ) -> str:
     """Create and start the box container on `network` only; `host` is its host config
-    (engine/limits.py: limits and hardening). Returns its id."""
+    (engine/limits.py: limits and hardening); `labels` are more of its own (they cannot
+    replace the ones every box has). Returns its id."""
     from devbox_cli.engine.docker_backend import DockerBackend
 
     docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
-    labels = labels_for(
-        name,
-        "box",
-        store,
-        **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""},
-    )
+    labels = {
+        **(labels or {}),
+        **labels_for(
+            name,
+            "box",
+            store,
+            **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""},
+        ),
+    }
     box_id = made.container(
         docker.create_container(
             image,

@@ -27,7 +27,14 @@ from devbox_cli.engine.topology import (
     fresh_name,
     make_default_egress,
 )
-from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
+from devbox_cli.engine.views import (
+    Binding,
+    Devbox,
+    ProxyView,
+    expiry_text,
+    iso_time,
+    state_of,
+)
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
 from devbox_cli.services.box_env import box_environment
@@ -57,6 +64,7 @@ class CreatePlan:
     limits: BoxLimits
     host_config: dict[str, Any]
     egress: str
+    labels: dict[str, str] = field(default_factory=dict)  # more of the box's (devbox.expires)
 
 
 def plan_create(
@@ -70,6 +78,7 @@ def plan_create(
     env: Mapping[str, str],
     limits: BoxLimits,
     say: Progress,
+    labels: Mapping[str, str] | None = None,
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
@@ -101,6 +110,7 @@ def plan_create(
         limits=limits,
         host_config=box_host_config(fit_to_engine(limits, docker.info())),
         egress=egress,
+        labels=dict(labels or {}),
     )
 
 
@@ -127,6 +137,7 @@ def carry_out(
             host=plan.host_config,
             bindings=plan.bindings,
             policy=plan.policy,
+            labels=plan.labels,
         )
         say("starting the proxy")
         proxy_id = made.container(
@@ -155,4 +166,5 @@ def carry_out(
         created_at=iso_time(info.get("Created") if info else None),
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
+        expires_at=expiry_text(plan.labels),
     )

@@ -39,6 +39,14 @@ def test_streams_stay_apart_and_the_exit_status_is_the_commands(engine):
         "User": "1000",
     }
     assert engine.bodies["/exec/e1/start"] == {"Detach": False, "Tty": False}
+    # three requests and the proxy's inspect (sent beside the first: is it configured?), no
+    # more: only a refused exec pays for an inspect of the box (stopped? paused?)
+    assert sorted(engine.seen) == [
+        ("GET", "/containers/devbox-b-proxy/json"),
+        ("GET", "/exec/e1/json"),
+        ("POST", "/containers/devbox-b/exec"),
+        ("POST", "/exec/e1/start"),
+    ]
 
 
 def test_interactive_stdin_reaches_the_command_and_ends_with_eof(engine):

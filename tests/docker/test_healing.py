@@ -179,7 +179,8 @@ def test_list_tells_an_unconfigured_proxy_without_an_exec(store: Cli, box: str):
     came_back_unconfigured(box, "restart")
     execs = inspect(f"devbox-{box}-proxy")["ExecIDs"] or []
     assert {d["name"]: d for d in store.json("list")}[box]["proxy"]["configured"] is False
-    assert "unconfigur" in store("list").stdout  # (a narrow table may fold the word)
+    row = [r for r in store("list", env={"COLUMNS": "200"}).stdout.splitlines() if box in r]
+    assert row[0].split()[1:3] == ["running", "unconfigured"]
     assert (inspect(f"devbox-{box}-proxy")["ExecIDs"] or []) == execs  # list ran no exec
     assert code(box, HEALTH) == "503"  # and healed nothing
     shown = store.json("show", box)  # show heals, then checks
