@@ -11,6 +11,7 @@ from devbox_cli.cli import (
     gateways,
     lifecycle,
     policies,
+    ports,
     secrets,
     snapshots,
     watch,
@@ -32,3 +33,4 @@ devboxes.register(app)
 watch.register(app)
 doctor.register(app)
 lifecycle.register(app)
+ports.register(app)

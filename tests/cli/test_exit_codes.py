@@ -29,6 +29,10 @@ ENGINE_COMMANDS = {
         ["snapshot", "list"],
         ["snapshot", "delete", "s1"],
     ],
+    "port-forward": [
+        ["port-forward", "box1", "8080"],
+        ["port-forward", "box1", ":80", "-o", "json"],
+    ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
 # Without an engine these do not exit 6: doctor reports it (exit 1, tested below) and watch
