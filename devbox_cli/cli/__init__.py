@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import devboxes, gateways, lifecycle, policies, ports, secrets, snapshots
+from devbox_cli.cli import (
+    devboxes,
+    doctor,
+    gateways,
+    lifecycle,
+    policies,
+    ports,
+    secrets,
+    snapshots,
+    watch,
+)
 
 app = typer.Typer(
     name="devbox",
@@ -20,5 +30,7 @@ app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
+watch.register(app)
+doctor.register(app)
 lifecycle.register(app)
 ports.register(app)

@@ -68,6 +68,18 @@ class DockerBackend:
         with _mapped("reading the engine's info"):
             return self.api.info()
 
+    def version(self) -> dict[str, Any]:
+        """`docker version` of the engine: Version, ApiVersion, Os, Arch."""
+        with _mapped("reading the engine's version"):
+            return self.api.version()
+
+    def events(self, **filters: list[str]) -> EventStream:
+        """The engine's events from now on (`filters` as the Engine API takes them: type,
+        event, label ...). The request is made here, so nothing that happens after this call
+        is missed; iterating ends when the engine goes away or close() is called."""
+        with _mapped("following the engine's events"):
+            return EventStream(self.api.events(decode=True, filters=filters))
+
     # -- images ----------------------------------------------------------------------------
 
     def image(self, ref: str) -> dict[str, Any] | None:
@@ -288,9 +300,22 @@ class DockerBackend:
         with _mapped("inspecting an exec"):
             return self.api.exec_inspect(exec_id)
 
-    def container_events(self, containers: list[str], events: tuple[str, ...]) -> Any:
+    def container_events(self, containers: list[str], events: tuple[str, ...]) -> EventStream:
         """The engine's events for `containers` (ids) of the kinds `events` (`die`, ...), as
         dicts, from now on; the iterator's close() ends it from another thread."""
-        filters = {"type": ["container"], "container": containers, "event": list(events)}
-        with _mapped("watching containers"):
-            return self.api.events(filters=filters, decode=True)
+        return self.events(type=["container"], container=containers, event=list(events))
+
+
+class EventStream:
+    """An event stream that close() ends from another thread (or a signal handler)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with _mapped("following the engine's events"):
+            yield from self._stream
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already closed, or the engine is gone
+            self._stream.close()
