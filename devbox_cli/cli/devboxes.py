@@ -90,6 +90,24 @@ def create(
             "[default: $DEVBOX_RUNTIME, else the engine's]."
         ),
     ] = None,
+    mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mount",
+            "-m",
+            metavar="SRC[:DST][:ro]",
+            help="Bind-mount a host directory (DST default /workspace). Repeatable.",
+        ),
+    ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume",
+            "-v",
+            metavar="NAME[:DST][:ro]",
+            help="Mount a devbox volume, made on first use; it outlives the devbox. Repeatable.",
+        ),
+    ] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """Create a devbox and wait until it can run commands.
@@ -120,6 +138,8 @@ def create(
             tmp_size=tmp_size,
             disk=disk,
             runtime=runtime,
+            mounts=mount or [],
+            volumes=volume or [],
             progress=update,
         )
     if output is Output.json:
@@ -301,4 +321,5 @@ def _fields(box: Devbox) -> None:
         fields += [("limits", box.limits.describe()), ("hardening", box.limits.hardening())]
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
+    fields += [(m.kind, m.describe()) for m in box.mounts]
     render.print_fields(fields)

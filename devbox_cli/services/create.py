@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from devbox_cli.engine.box_user import prepare
 from devbox_cli.engine.images import image_refs
 from devbox_cli.engine.limits import BoxLimits, box_host_config, fit_to_engine, limits_of
 from devbox_cli.engine.topology import (
@@ -29,10 +30,12 @@ from devbox_cli.engine.topology import (
     make_default_egress,
 )
 from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
+from devbox_cli.engine.workspace import EMPTY, Mount, VolumeMount, Workspace, host_mounts, mounts_of
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
 from devbox_cli.services.box_env import box_environment
 from devbox_cli.services.proxy_push import push_config
+from devbox_cli.services.workspace import make_volumes, plan_workspace
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
@@ -57,6 +60,7 @@ class CreatePlan:
     limits: BoxLimits
     host_config: dict[str, Any]
     egress: str
+    workspace: Workspace = EMPTY  # mounts and volumes (services/workspace.py)
 
 
 def plan_create(
@@ -70,6 +74,8 @@ def plan_create(
     env: Mapping[str, str],
     limits: BoxLimits,
     say: Progress,
+    mounts: tuple[Mount, ...] = (),
+    volumes: tuple[VolumeMount, ...] = (),
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
@@ -89,6 +95,10 @@ def plan_create(
                 "build the devbox images with `make images`, or pass an existing --image",
             )
     egress = egress_network(docker)
+    workspace = plan_workspace(docker, configs.store.identity(), image, mounts, volumes)
+    host_config = box_host_config(fit_to_engine(limits, docker.info()))
+    if workspace:
+        host_config["mounts"] = host_mounts(workspace)
     return CreatePlan(
         name=name,
         store=configs.store.identity(),
@@ -99,8 +109,9 @@ def plan_create(
         environment=box_environment(name, bindings, dict(env), tokens),
         config=config,
         limits=limits,
-        host_config=box_host_config(fit_to_engine(limits, docker.info())),
+        host_config=host_config,
         egress=egress,
+        workspace=workspace,
     )
 
 
@@ -114,6 +125,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         if plan.egress == DEFAULT_EGRESS and docker.network(plan.egress) is None:
             make_default_egress(docker)
         net = made.network(create_box_network(docker, plan.name, plan.store))
+        workspace = make_volumes(docker, made, plan.workspace, plan.store)
         box = pool.submit(
             create_box,
             made,
@@ -125,6 +137,8 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
             host=plan.host_config,
             bindings=plan.bindings,
             policy=plan.policy,
+            user=workspace.owner.user if workspace.owner else None,
+            prepare=(lambda d, box_id: prepare(d, box_id, workspace)) if workspace else None,
         )
         say("starting the proxy")
         proxy_id = made.container(
@@ -153,4 +167,5 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         created_at=iso_time(info.get("Created") if info else None),
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
+        mounts=mounts_of(info or {}),
     )

@@ -18,7 +18,7 @@ proxy_push.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +39,14 @@ from devbox_cli.engine.views import (
     iso_time,
     state_of,
 )
+from devbox_cli.engine.workspace import Mount, VolumeMount, mounts_of
 from devbox_cli.errors import NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
 from devbox_cli.services.box_env import box_environment, to_bindings
 from devbox_cli.services.create import carry_out, plan_create
 from devbox_cli.services.egress import EgressRecord, egress_records
 from devbox_cli.services.proxy_push import PROXY_PYTHON
+from devbox_cli.services.workspace import check_specs
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
@@ -82,18 +84,23 @@ class DevboxService:
         tmp_size: str | int | None = None,
         disk: str | int | None = None,
         runtime: str | None = None,
+        mounts: Sequence[str | Mount] = (),
+        volumes: Sequence[str | VolumeMount] = (),
         progress: Progress | None = None,
     ) -> Devbox:
         """Create a devbox and return once it can run commands (proxy configured, box up).
         Everything is validated before anything is created; on a later failure whatever was
         made is removed again. Each limit not given comes from its DEVBOX_* variable, else
-        the default (engine/limits.py; README: Limits of a devbox)."""
+        the default (engine/limits.py; README: Limits of a devbox). `mounts` are host
+        directories (`SRC[:DST][:ro]` or Mount), `volumes` devbox volumes (`NAME[:DST][:ro]`
+        or VolumeMount), made on first use (README: Workspace)."""
         say = progress or (lambda _text: None)
         bindings = to_bindings(gateways or {})
         box_environment(name or "", bindings, dict(env or {}))  # clashes fail first
         limits = resolve_limits(
             cpus=cpus, memory=memory, pids=pids_limit, tmp_size=tmp_size, disk=disk, runtime=runtime
         )
+        binds, vols = check_specs(mounts, volumes, store_home=str(self.configs.store.home))
         docker = self.engine()
         plan = plan_create(
             docker,
@@ -105,6 +112,8 @@ class DevboxService:
             env=env or {},
             limits=limits,
             say=say,
+            mounts=binds,
+            volumes=vols,
         )
         return carry_out(docker, plan, say)
 
@@ -138,6 +147,7 @@ class DevboxService:
                     proxy=ProxyView(proxy["Id"][:12] if proxy else None, state_of(proxy)),
                     created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
+                    mounts=mounts_of(box or {}),
                 )
             )
         return out
@@ -169,6 +179,7 @@ class DevboxService:
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
+            mounts=mounts_of(box or {}),
         )
 
     def repair(self, name: str) -> Devbox:
