@@ -24,6 +24,7 @@ from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
+from devbox_cli.services.volumes import VolumeService
 from devbox_cli.store import Store
 
 if TYPE_CHECKING:
@@ -64,6 +65,7 @@ class Client:
         self.gateways = GatewayService(self.store, self.proxies)
         self.policies = PolicyService(self.store, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
+        self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -102,3 +104,6 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
+
+    list_volumes = _Via("volumes", VolumeService.list)
+    delete_volumes = _Via("volumes", VolumeService.delete)
