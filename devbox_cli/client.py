@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from devbox_cli.services.copy import CopyService
 from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.policies import PolicyService
@@ -66,6 +67,7 @@ class Client:
         self.policies = PolicyService(self.store, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
         self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
+        self.copies = CopyService(self.engine, self.store)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -104,6 +106,12 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
+
+    copy = _Via("copies", CopyService.copy)
+    copy_to = _Via("copies", CopyService.copy_to)
+    copy_from = _Via("copies", CopyService.copy_from)
+    import_tar = _Via("copies", CopyService.import_tar)
+    export_tar = _Via("copies", CopyService.export_tar)
 
     list_volumes = _Via("volumes", VolumeService.list)
     delete_volumes = _Via("volumes", VolumeService.delete)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import devboxes, gateways, policies, secrets, volumes
+from devbox_cli.cli import copy, devboxes, gateways, policies, secrets, volumes
 
 app = typer.Typer(
     name="devbox",
@@ -20,3 +20,4 @@ app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
 app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outlives a devbox.")
 devboxes.register(app)
+copy.register(app)
