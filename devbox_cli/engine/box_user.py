@@ -56,6 +56,7 @@ def resolve_user(spec: str, passwd: str, group: str = "") -> BoxUser:
     """The ids a container `User` (name or uid, optionally :group or :gid) runs as, the way
     runc reads them from the box's files; an unknown name is uid 0 as a last resort."""
     user, _, grp = spec.partition(":")
+    user = user or "0"  # no User: root
     entry = next(
         (p for p in _entries(passwd, 7) if p[0] == user or (user.isdigit() and p[2] == user)),
         None,
