@@ -42,7 +42,10 @@ def cp(
     from devbox_cli.errors import UsageError
 
     if output is Output.json and destination == "-":
-        raise UsageError("-o json and a tar on stdout (DST -) cannot share stdout")
+        raise UsageError(
+            "-o json and a tar on stdout (DST -) cannot share stdout",
+            "drop -o json, or copy to a host path",
+        )
     with render.transfer(f"copying {source}") as update:
         result = make_client().copy(source, destination, follow_link=follow_link, progress=update)
     if output is Output.json:

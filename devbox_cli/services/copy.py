@@ -155,7 +155,7 @@ class CopyService:
         top = absolute if is_link else resolved
         src_is_dir = not is_link and os.path.isdir(top)
         if source.endswith("/") and not src_is_dir:
-            raise UsageError(f"{source} is not a directory")
+            raise UsageError(f"{source} is not a directory", "drop the trailing / to copy the file")
         docker = self.engine()
         info = self._box(docker, name)
         self._reachable(info, name, path)
@@ -240,9 +240,15 @@ class CopyService:
             self._reachable(info, name, path)
             found = docker.path_stat(box_container(name), path)
             if found is None:
-                raise NotFoundError(f"no {path} in devbox {name} (a symlink's target)")
+                raise NotFoundError(
+                    f"no {path} in devbox {name} (a symlink's target)",
+                    "copy the symlink itself without -L",
+                )
         if path.endswith("/") and not contents_of(path) and not is_dir(found):
-            raise UsageError(f"{path} in devbox {name} is not a directory")
+            raise UsageError(
+                f"{path} in devbox {name} is not a directory",
+                "drop the trailing / to copy the file",
+            )
         return box_container(name), path, found
 
     def export_tar(self, name: str, path: str) -> Iterator[bytes]:

@@ -69,7 +69,10 @@ def host_target(
         return absolute, src_name
     if os.path.lexists(absolute):
         if src_is_dir:
-            raise UsageError(f"cannot copy a directory to the file {dst}")
+            raise UsageError(
+                f"cannot copy a directory to the file {dst}",
+                "name a directory, or a path that does not exist yet",
+            )
         return os.path.dirname(absolute), os.path.basename(absolute)
     parent = os.path.dirname(absolute)
     if (dst.endswith("/") and not src_is_dir) or not os.path.isdir(parent):
@@ -95,7 +98,10 @@ def box_target(
         return path, None if (src_is_dir and contents) else src_name
     if found:
         if src_is_dir:
-            raise UsageError(f"cannot copy a directory to the file {dst} in the box")
+            raise UsageError(
+                f"cannot copy a directory to the file {dst} in the box",
+                "name a directory, or a path that does not exist yet",
+            )
         return posixpath.dirname(path), posixpath.basename(path)
     parent = posixpath.dirname(path)
     parent_stat = stat(parent)
