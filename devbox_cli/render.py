@@ -85,11 +85,12 @@ LARGE_TRANSFER = 8 << 20
 
 
 @contextmanager
-def transfer(description: str) -> Iterator[Callable[[int, int | None], None]]:
-    """A progress bar of bytes moved, on a terminal and once a transfer is large; silent
-    elsewhere. Yields an `update(done, total)` callable (total None: not known)."""
+def transfer(description: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar of bytes moved, on a terminal and once a transfer is large. Yields an
+    `update(done, total)` callable (total None: not known), or None when not on a terminal
+    (so the copy need not even count)."""
     if not sys.stderr.isatty():
-        yield lambda _done, _total: None
+        yield None
         return
     bar: list[Any] = []
 

@@ -117,7 +117,10 @@ def create(
     $HTTPS_PROXY. Real secrets stay in the proxy.
 
         devbox create agent --gateway ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC \\
-            --network-policy anthropic-only
+            --network-policy anthropic-only --mount ./project
+
+    With --mount the box's user takes your uid:gid, so what the agent
+    writes there is yours (README: Workspace).
     """
     from devbox_cli import render
     from devbox_cli.services.box_env import parse_env_spec, parse_gateway_specs

@@ -1,11 +1,7 @@
 """CopyService: `devbox cp`, files and directories between the host and a box, streamed as
-tar over the Engine API in both directions and never held whole in memory.
-
-The rules are docker cp's. A path ends in `/.` to copy a directory's contents rather than
-the directory; a destination that is an existing directory receives the source inside it;
-one that does not exist becomes the copy (its parent must exist; with a trailing `/` a
-file has nowhere to go). `-` is a tar stream on stdin or stdout. A box's path is relative
-to its `/`. A stopped box can be copied to and from, as with docker cp.
+tar over the Engine API in both directions and never held whole in memory. The path rules
+are docker cp's (cp_paths.py); `-` is a tar stream on stdin or stdout. A stopped box can be
+copied to and from, as with docker cp (the archive API needs no running process).
 
 Into a box: the tar is made on a thread as it is sent; what it holds belongs to the box's
 user, with its modes; the host path is checked as a mount's is (services/mounts.py: never
@@ -230,12 +226,15 @@ class CopyService:
     ) -> tuple[str, str, dict[str, Any]]:
         info = self._box(docker, name)
         self._reachable(info, name, path)
-        found = docker.path_stat(box_container(name), path)
+        # The engine fails (500) on a trailing / after a file: look the path up without it.
+        found = docker.path_stat(box_container(name), path.rstrip("/") or "/")
         if found is None:
             raise NotFoundError(
                 f"no {path} in devbox {name}", f"`devbox exec {name} -- ls` shows what is there"
             )
-        if follow_link and int(found.get("mode") or 0) & GO_SYMLINK and found.get("linkTarget"):
+        trailing = path.endswith("/") and path != "/"
+        is_link = int(found.get("mode") or 0) & GO_SYMLINK and found.get("linkTarget")
+        if is_link and (follow_link or trailing):  # `link/` means what it points to
             path = str(found["linkTarget"])
             self._reachable(info, name, path)
             found = docker.path_stat(box_container(name), path)
@@ -292,10 +291,10 @@ class CopyService:
             refused_trees={os.path.abspath(self.store.home), os.path.realpath(self.store.home)},
         )
         if done.skipped:
-            more = f" (and {len(done.skipped) - 3} more)" if len(done.skipped) > 3 else ""
+            more = f" (and {len(done.skipped) - 5} more)" if len(done.skipped) > 5 else ""
             raise DevboxError(
                 f"copied {name}:{path} to {destination}, leaving out "
-                f"{len(done.skipped)}: {'; '.join(done.skipped[:3])}{more}",
+                f"{len(done.skipped)}: {'; '.join(done.skipped[:5])}{more}",
                 "devbox writes no symlink leaving the copy, device file, FIFO or setuid bit "
                 "on the host; copy what a symlink points to with -L, or pack it with "
                 f"`devbox cp {name}:{path} - > copy.tar`",

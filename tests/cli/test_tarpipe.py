@@ -1,8 +1,10 @@
 """Tar streams without a whole archive in memory (engine/tarpipe.py): a producer thread
-into a pipe read as chunks, and a file over an iterator of chunks."""
+into a pipe read as chunks, and a file over an iterator of chunks; and the progress bar a
+transfer shows on a terminal (render.transfer)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
@@ -57,3 +59,21 @@ def test_chunk_reader_reads_across_chunks_and_counts():
     assert reader.read() == b"gh"
     assert reader.read(5) == b""
     assert reader.count == 8 and sum(seen) == 8
+
+
+def test_the_progress_bar_shows_only_on_a_terminal_and_for_large_transfers(capsys, monkeypatch):
+    from devbox_cli import render
+
+    with render.transfer("copying big") as update:
+        assert update is None  # not a terminal: nothing to count for
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with render.transfer("copying small") as update:
+        assert update is not None
+        update(1 << 20, 1 << 20)  # a terminal, but small: no bar
+    assert capsys.readouterr().err == ""
+    with render.transfer("copying big") as update:
+        assert update is not None
+        for done in range(0, 64 << 20, 8 << 20):
+            update(done, 64 << 20)
+    assert "copying big" in capsys.readouterr().err
