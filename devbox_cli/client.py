@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 from devbox_cli.services.copy import CopyService
 from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
+from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
+from devbox_cli.services.snapshots import SnapshotService
 from devbox_cli.services.volumes import VolumeService
 from devbox_cli.store import Store
 
@@ -68,6 +70,8 @@ class Client:
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
         self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
         self.copies = CopyService(self.engine, self.store)
+        self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
+        self.snapshots = SnapshotService(self.engine, self.store)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -115,3 +119,11 @@ class Client:
 
     list_volumes = _Via("volumes", VolumeService.list)
     delete_volumes = _Via("volumes", VolumeService.delete)
+    stop_devboxes = _Via("lifecycle", LifecycleService.stop)
+    start_devboxes = _Via("lifecycle", LifecycleService.start)
+    gc = _Via("lifecycle", LifecycleService.gc)
+
+    create_snapshot = _Via("snapshots", SnapshotService.create)
+    list_snapshots = _Via("snapshots", SnapshotService.list)
+    get_snapshot = _Via("snapshots", SnapshotService.get)
+    delete_snapshots = _Via("snapshots", SnapshotService.delete)

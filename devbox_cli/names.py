@@ -49,6 +49,10 @@ def check_devbox_name(name: str) -> str:
     return name
 
 
+def check_snapshot_name(name: str) -> str:
+    return _check_name("snapshot", name, "before-refactor")
+
+
 def check_gateway_name(name: str) -> str:
     return _check_name("gateway", name, "anthropic")
 
@@ -101,3 +105,12 @@ def volume_name(name: str) -> str:
     from the engine's other volumes (a compose project's, say), so neither is mounted or
     deleted for the other."""
     return f"{VOLUME_PREFIX}{name}"
+
+
+SNAPSHOT_REPO = "devbox-snapshot"
+
+
+def snapshot_image(store: str, name: str) -> str:
+    """The image of snapshot `name` of the store with identity `store`: each store has a
+    namespace of its own (a repository path is lower-case hex, the name fits a tag)."""
+    return f"{SNAPSHOT_REPO}/{store}:{name}"

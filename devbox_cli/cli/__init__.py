@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import typer
 
-from devbox_cli.cli import copy, devboxes, gateways, policies, secrets, volumes
+from devbox_cli.cli import (
+    copy,
+    devboxes,
+    gateways,
+    lifecycle,
+    policies,
+    secrets,
+    snapshots,
+    volumes,
+)
 
 app = typer.Typer(
     name="devbox",
@@ -19,5 +28,7 @@ app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally."
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
 app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outlives a devbox.")
+app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
+lifecycle.register(app)
 copy.register(app)

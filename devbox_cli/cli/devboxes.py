@@ -108,6 +108,23 @@ def create(
             help="Mount a devbox volume, made on first use; it outlives the devbox. Repeatable.",
         ),
     ] = None,
+    ttl: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="Lifetime, e.g. 90m, 8h or 3d: then `devbox gc` deletes it.",
+            show_default=False,
+        ),
+    ] = None,
+    from_snapshot: Annotated[
+        str | None,
+        typer.Option(
+            "--from-snapshot",
+            metavar="SNAPSHOT",
+            help="Start from a snapshot's files (`devbox snapshot list`) instead of --image.",
+            show_default=False,
+        ),
+    ] = None,
     output: OutputOpt = Output.text,
 ) -> None:
     """Create a devbox and wait until it can run commands.
@@ -143,6 +160,8 @@ def create(
             runtime=runtime,
             mounts=mount or [],
             volumes=volume or [],
+            ttl=ttl,
+            from_snapshot=from_snapshot,
             progress=update,
         )
     if output is Output.json:
@@ -180,16 +199,17 @@ def list_(output: OutputOpt = Output.text) -> None:
         render.print_json([b.to_json() for b in boxes])
         return
     render.print_table(
-        ["NAME", "STATUS", "PROXY", "POLICY", "GATEWAYS", "IMAGE", "CREATED"],
+        ["NAME", "STATUS", "PROXY", "POLICY", "GATEWAYS", "IMAGE", "CREATED", "EXPIRES"],
         [
             (
                 b.name,
-                b.status,
+                _since(b.status, b.stopped_at, short=True),
                 b.proxy.status,
                 b.policy or "-",
                 ",".join(g.prefix for g in b.gateways) or "-",
                 b.image,
                 b.created_at,
+                _relative(b.expires_at) if b.expires_at else "-",
             )
             for b in boxes
         ],
@@ -206,7 +226,9 @@ def show(name: NameArg, output: OutputOpt = Output.text) -> None:
         render.print_json(box.to_json())
         return
     _fields(box)
-    if box.status != "running" or box.proxy.health != "ok":
+    if box.status == "stopped":
+        render.print_warning(f"devbox {name} is stopped: start it with `devbox start {name}`")
+    elif box.status != "running" or box.proxy.health != "ok":
         render.print_warning(
             f"devbox {name} is not fully up (box {box.status}, proxy {box.proxy.status}"
             f"{', ' + box.proxy.health if box.proxy.health else ''}); while its proxy is "
@@ -308,7 +330,7 @@ def _fields(box: Devbox) -> None:
     fields = [
         ("name", box.name),
         ("id", box.id),
-        ("status", box.status),
+        ("status", _since(box.status, box.stopped_at)),
         ("image", box.image),
         ("policy", box.policy or "none (every public destination)"),
         (
@@ -319,6 +341,7 @@ def _fields(box: Devbox) -> None:
         ),
         ("egress network", box.egress_network),
         ("created", box.created_at),
+        ("expires", _when(box.expires_at) if box.expires_at else "never"),
     ]
     if box.limits:
         fields += [("limits", box.limits.describe()), ("hardening", box.limits.hardening())]
@@ -326,3 +349,26 @@ def _fields(box: Devbox) -> None:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
     fields += [(m.kind, m.describe()) for m in box.mounts]
     render.print_fields(fields)
+
+
+def _relative(at: str) -> str:
+    """`in 5h`, `3h ago`."""
+    from datetime import UTC, datetime
+
+    from devbox_cli.engine.views import parse_utc
+    from devbox_cli.services.durations import relative
+
+    when = parse_utc(at)
+    return relative(when, datetime.now(UTC)) if when else at
+
+
+def _when(at: str) -> str:
+    """`2025-01-31T18:00:00Z (in 5h)`."""
+    return f"{at} ({_relative(at)})"
+
+
+def _since(status: str, stopped_at: str | None, *, short: bool = False) -> str:
+    """`stopped since 2025-01-31T18:00:00Z (3h ago)`; in a table `stopped 3h ago`."""
+    if not stopped_at:
+        return status
+    return f"{status} {_relative(stopped_at)}" if short else f"{status} since {_when(stopped_at)}"

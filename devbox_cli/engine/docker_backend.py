@@ -24,6 +24,8 @@ import requests.exceptions
 from devbox_cli.engine.wire import docker_host, frames, poll_exit_code, unavailable
 from devbox_cli.errors import ConflictError, DevboxRuntimeError, NotFoundError
 
+REFUSED_HINT = "the Docker engine refused it; `docker info` and the engine's log say more"
+
 
 @contextlib.contextmanager
 def _mapped(what: str) -> Iterator[None]:
@@ -40,7 +42,7 @@ def _mapped(what: str) -> Iterator[None]:
             ) from None
         raise DevboxRuntimeError(
             f"{what}: {_explain(exc)}",
-            "the Docker engine refused it; `docker info` and the engine's log say more",
+            REFUSED_HINT,
         ) from None
     except (requests.exceptions.ConnectionError, ConnectionError, FileNotFoundError) as exc:
         raise unavailable(exc.__class__.__name__) from None
@@ -77,6 +79,40 @@ class DockerBackend:
                 return self.api.inspect_image(ref)
             except docker.errors.NotFound:
                 return None
+
+    def images(self, *labels: str) -> list[dict[str, Any]]:
+        """Every image carrying all `labels` (`key` or `key=value`)."""
+        with _mapped("listing images"):
+            return self.api.images(filters={"label": list(labels)})
+
+    def commit(self, container: str) -> str:
+        """An untagged image of the container's filesystem (paused while it is read); its
+        config is the container's own, environment and labels included (the engine merges
+        any override back in), so callers must not keep it: see load_image."""
+        with _mapped(f"committing container {container}"):
+            return str(self.api.commit(container, pause=True)["Id"])
+
+    def load_image(self, archive: bytes) -> None:
+        """`docker load` of a (small) archive; the engine's progress stream is read to its
+        end, and an error in it raised."""
+        with _mapped("loading an image"):
+            for message in self.api.load_image(archive, quiet=True):
+                if isinstance(message, dict) and message.get("error"):
+                    detail = message.get("errorDetail") or {}
+                    raise DevboxRuntimeError(
+                        f"loading an image: {detail.get('message') or message['error']}",
+                        REFUSED_HINT,
+                    )
+
+    def remove_image(self, ref: str) -> bool:
+        """Remove an image (untag, and delete what no other tag or image holds); False
+        when it was already gone. A 409 (a container uses it) is a ConflictError."""
+        with _mapped(f"removing image {ref}"):
+            try:
+                self.api.remove_image(ref)
+            except docker.errors.NotFound:
+                return False
+        return True
 
     # -- containers ------------------------------------------------------------------------
 
@@ -127,6 +163,12 @@ class DockerBackend:
     def start(self, container: str) -> None:
         with _mapped(f"starting container {container}"):
             self.api.start(container)
+
+    def stop(self, container: str, *, timeout: int = 10) -> None:
+        """SIGTERM, then SIGKILL after `timeout` seconds; a stopped one stays stopped, even
+        across a daemon restart under restart policy unless-stopped."""
+        with _mapped(f"stopping container {container}"):
+            self.api.stop(container, timeout=timeout)
 
     def kill(self, container: str) -> None:
         with _mapped(f"killing container {container}"):

@@ -14,7 +14,7 @@ import socket
 import sys
 
 from devbox_cli.engine import wire
-from devbox_cli.errors import DevboxRuntimeError, NotFoundError, UsageError
+from devbox_cli.errors import ConflictError, DevboxRuntimeError, NotFoundError, UsageError
 from devbox_cli.names import box_container, check_devbox_name
 
 USAGE = """\
@@ -32,7 +32,8 @@ Options:
   -h, --help           Show this message and exit.
 
 Exit status: the command's own; 126/127 when it cannot be run or found; 3 when there is
-no devbox NAME; 6 when Docker is not reachable.
+no devbox NAME; 4 when it is stopped (`devbox start NAME`) or paused for a snapshot; 6 when
+Docker is not reachable.
 """
 
 
@@ -84,11 +85,28 @@ def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
             f"no devbox {opts.name}", "`devbox list` shows the devboxes; `devbox create` makes one"
         )
     if status == 409:
-        raise DevboxRuntimeError(
-            f"devbox {opts.name} is not running ({wire.message(data)})",
-            f"start it again with `devbox repair {opts.name}`",
-        )
+        raise not_running(opts.name, wire.message(data))
     raise DevboxRuntimeError(f"docker exec in devbox {opts.name} failed: {wire.message(data)}")
+
+
+def not_running(name: str, why: str) -> ConflictError:
+    """The engine refused the exec for the box's state (409): stopped, or paused while a
+    snapshot is taken. Only this error path pays for the inspect that tells which."""
+    status, data = wire.request("GET", f"/containers/{box_container(name)}/json")
+    state = data.get("State") if status == 200 and isinstance(data, dict) else None
+    state = state if isinstance(state, dict) else {}
+    if state.get("Status") == "paused":
+        return ConflictError(
+            f"devbox {name} is paused while a snapshot is taken", "try again in a moment"
+        )
+    hint = f"start it with `devbox start {name}`"
+    if state.get("Status") != "exited":
+        return ConflictError(f"devbox {name} is not running ({why})", hint)
+    since = str(state.get("FinishedAt") or "").split(".")[0].rstrip("Z")
+    known = since[:4].isdigit() and since[:4] != "0001"
+    return ConflictError(
+        f"devbox {name} is stopped" + (f" (since {since}Z)" if known else ""), hint
+    )
 
 
 def start_exec(exec_id: str, tty: bool) -> tuple[socket.socket, bytes]:

@@ -9,7 +9,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -132,21 +132,26 @@ def create_box(
     host: dict[str, Any],
     bindings: tuple[Binding, ...],
     policy: str | None,
+    labels: Mapping[str, str] | None = None,
     user: str | None = None,
     prepare: Callable[[DockerBackend, str], None] | None = None,
 ) -> str:
     """Create and start the box container on `network` only; `host` is its host config
-    (engine/limits.py: limits and hardening; engine/workspace.py: mounts). `user`
-    overrides the image's user; `prepare` runs once the box is up. Returns its id."""
+    (engine/limits.py: limits and hardening; engine/workspace.py: mounts); `labels` are
+    more of its own (they cannot replace the ones every box has). `user` overrides the
+    image's user; `prepare` runs once the box is up. Returns its id."""
     from devbox_cli.engine.docker_backend import DockerBackend
 
     docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
-    labels = labels_for(
-        name,
-        "box",
-        store,
-        **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""},
-    )
+    labels = {
+        **(labels or {}),
+        **labels_for(
+            name,
+            "box",
+            store,
+            **{LABEL_GATEWAYS: gateways_label(bindings), LABEL_POLICY: policy or ""},
+        ),
+    }
     box_id = made.container(
         docker.create_container(
             image,

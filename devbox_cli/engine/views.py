@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +27,13 @@ LABEL_GATEWAYS = "devbox.gateways"
 LABEL_POLICY = "devbox.policy"
 LABEL_EGRESS = "devbox.egress"
 LABEL_STORE = "devbox.store"  # the identity of the store that made it (Store.identity)
+LABEL_EXPIRES = "devbox.expires"  # on the box: when `devbox gc` may delete it (UTC_FORMAT)
+# On a snapshot image (role=snapshot): its name, the devbox and image it was taken from, when.
+LABEL_SNAPSHOT = "devbox.snapshot"
+LABEL_SNAPSHOT_SOURCE = "devbox.snapshot.source"
+LABEL_SNAPSHOT_IMAGE = "devbox.snapshot.image"
+LABEL_SNAPSHOT_CREATED = "devbox.snapshot.created"
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # the one spelling of a time in a label
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,8 @@ class Devbox:
     egress_network: str | None = None
     limits: BoxLimits | None = None  # read from `docker inspect`: show and create, not list
     mounts: tuple[MountView, ...] = ()  # bind mounts and volumes, as Docker has them
+    stopped_at: str | None = None  # when a stopped box stopped (its State.FinishedAt)
+    expires_at: str | None = None  # its LABEL_EXPIRES, when it has a valid one
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -88,6 +97,8 @@ class Devbox:
             "egress_network": self.egress_network,
             "limits": self.limits.to_json() if self.limits else None,
             "mounts": [m.to_json() for m in self.mounts],
+            "stopped_at": self.stopped_at,
+            "expires_at": self.expires_at,
         }
 
 
@@ -105,6 +116,75 @@ class DeleteResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"name": self.name, "removed": self.removed}
+
+
+@dataclass(frozen=True)
+class LifecycleResult:
+    """What `devbox stop` or `start` did to one devbox: `changed` is False when it already
+    was so; `error` is set when it failed (then `status` is what it was left in)."""
+
+    name: str
+    status: str
+    changed: bool = False
+    error: Exception | None = field(default=None, compare=False)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "status": self.status,
+            "changed": self.changed,
+            "error": getattr(self.error, "message", None if self.ok else str(self.error)),
+        }
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A devbox's filesystem saved as a local image (`image`), in its store's namespace."""
+
+    name: str
+    image: str  # the tag: devbox-snapshot/<store>:<name>
+    id: str
+    source: str | None  # the devbox it was taken from
+    source_image: str | None  # that devbox's image
+    created_at: str | None
+    size: int | None = None  # bytes, base layers included (as `docker images` counts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "image": self.image,
+            "id": self.id,
+            "source": self.source,
+            "source_image": self.source_image,
+            "created_at": self.created_at,
+            "size": self.size,
+        }
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """A devbox `devbox gc` found due: `reason` is expired or stopped; `deleted` is False
+    on a dry run."""
+
+    name: str
+    reason: str
+    expires_at: str | None
+    stopped_at: str | None
+    deleted: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reason": self.reason,
+            "expires_at": self.expires_at,
+            "stopped_at": self.stopped_at,
+            "deleted": self.deleted,
+        }
 
 
 # -- labels and container fields -----------------------------------------------------------
@@ -165,3 +245,59 @@ def state_of(container: Mapping[str, Any] | None) -> str:
         return "missing"
     state = container.get("State")
     return str(state.get("Status") if isinstance(state, dict) else state)
+
+
+def devbox_status(box: Mapping[str, Any] | None) -> str:
+    """A devbox's status, from its box container: Docker's state, but "stopped" for a box
+    that exited (`devbox stop`, or its PID 1 died)."""
+    state = state_of(box)
+    return "stopped" if state == "exited" else state
+
+
+def utc_label(when: datetime) -> str:
+    return when.astimezone(UTC).strftime(UTC_FORMAT)
+
+
+def parse_utc(text: object) -> datetime | None:
+    """A UTC_FORMAT time, or None for anything else: labels are anyone's to write (any
+    engine user can label a container), so a garbage value is no time, never an error."""
+    if not isinstance(text, str) or len(text) != len("2000-01-01T00:00:00Z"):
+        return None
+    try:
+        when = datetime.strptime(text, UTC_FORMAT).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    # strptime also takes other digits (fullwidth ...) and a lower-case t or z: only the
+    # one spelling we write is a time
+    return when if utc_label(when) == text else None
+
+
+def expiry_of(labels: Mapping[str, str]) -> datetime | None:
+    """When the box carrying `labels` expires; None when it does not (or the label is not
+    a time we wrote)."""
+    return parse_utc(labels.get(LABEL_EXPIRES))
+
+
+def finished_at(container: Mapping[str, Any] | None) -> datetime | None:
+    """When a stopped container stopped (`docker inspect`'s State.FinishedAt, RFC 3339
+    with nanoseconds); None when it is running or never stopped."""
+    state = (container or {}).get("State")
+    if not isinstance(state, dict) or state.get("Status") != "exited":
+        return None
+    text = state.get("FinishedAt")
+    if not isinstance(text, str) or not text.endswith("Z"):
+        return None
+    when = parse_utc(text[:19] + "Z")
+    return when if when and when.year > 1 else None  # 0001-01-01: never
+
+
+def expiry_text(labels: Mapping[str, str]) -> str | None:
+    """The expiry label when it is a valid time, for the views."""
+    expires = expiry_of(labels)
+    return utc_label(expires) if expires else None
+
+
+def stopped_text(container: Mapping[str, Any] | None) -> str | None:
+    """When a stopped container stopped, for the views."""
+    stopped = finished_at(container)
+    return utc_label(stopped) if stopped else None

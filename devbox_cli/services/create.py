@@ -29,7 +29,14 @@ from devbox_cli.engine.topology import (
     fresh_name,
     make_default_egress,
 )
-from devbox_cli.engine.views import Binding, Devbox, ProxyView, iso_time, state_of
+from devbox_cli.engine.views import (
+    Binding,
+    Devbox,
+    ProxyView,
+    expiry_text,
+    iso_time,
+    state_of,
+)
 from devbox_cli.engine.workspace import EMPTY, Mount, VolumeMount, Workspace, host_mounts, mounts_of
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
@@ -61,6 +68,7 @@ class CreatePlan:
     host_config: dict[str, Any]
     egress: str
     workspace: Workspace = EMPTY  # mounts and volumes (services/workspace.py)
+    labels: dict[str, str] = field(default_factory=dict)  # more of the box's (devbox.expires)
 
 
 def plan_create(
@@ -76,6 +84,7 @@ def plan_create(
     say: Progress,
     mounts: tuple[Mount, ...] = (),
     volumes: tuple[VolumeMount, ...] = (),
+    labels: Mapping[str, str] | None = None,
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
@@ -112,6 +121,7 @@ def plan_create(
         host_config=host_config,
         egress=egress,
         workspace=workspace,
+        labels=dict(labels or {}),
     )
 
 
@@ -139,6 +149,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
             policy=plan.policy,
             user=workspace.owner.user if workspace.owner else None,
             prepare=(lambda d, box_id: prepare(d, box_id, workspace)) if workspace else None,
+            labels=plan.labels,
         )
         say("starting the proxy")
         proxy_id = made.container(
@@ -168,4 +179,5 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
         mounts=mounts_of(info or {}),
+        expires_at=expiry_text(plan.labels),
     )

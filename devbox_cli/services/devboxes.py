@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from devbox_cli.engine.fastexec import ExecOptions, run
@@ -27,6 +28,7 @@ from devbox_cli.engine.limits import limits_of, resolve_limits
 from devbox_cli.engine.topology import remove_default_egress
 from devbox_cli.engine.views import (
     LABEL_EGRESS,
+    LABEL_EXPIRES,
     LABEL_NAME,
     LABEL_POLICY,
     LABEL_ROLE,
@@ -36,16 +38,22 @@ from devbox_cli.engine.views import (
     ExecResult,
     ProxyView,
     bindings_of,
+    devbox_status,
+    expiry_text,
     iso_time,
     state_of,
+    stopped_text,
+    utc_label,
 )
 from devbox_cli.engine.workspace import Mount, VolumeMount, mounts_of
 from devbox_cli.errors import NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
 from devbox_cli.services.box_env import box_environment, to_bindings
 from devbox_cli.services.create import carry_out, plan_create
+from devbox_cli.services.durations import parse_duration
 from devbox_cli.services.egress import EgressRecord, egress_records
 from devbox_cli.services.proxy_push import PROXY_PYTHON
+from devbox_cli.services.snapshots import resolve_snapshot
 from devbox_cli.services.workspace import check_specs
 
 if TYPE_CHECKING:
@@ -86,6 +94,8 @@ class DevboxService:
         runtime: str | None = None,
         mounts: Sequence[str | Mount] = (),
         volumes: Sequence[str | VolumeMount] = (),
+        ttl: str | timedelta | None = None,
+        from_snapshot: str | None = None,
         progress: Progress | None = None,
     ) -> Devbox:
         """Create a devbox and return once it can run commands (proxy configured, box up).
@@ -93,8 +103,18 @@ class DevboxService:
         made is removed again. Each limit not given comes from its DEVBOX_* variable, else
         the default (engine/limits.py; README: Limits of a devbox). `mounts` are host
         directories (`SRC[:DST][:ro]` or Mount), `volumes` devbox volumes (`NAME[:DST][:ro]`
-        or VolumeMount), made on first use (README: Workspace)."""
+        or VolumeMount), made on first use (README: Workspace).
+
+        ttl (e.g. "8h", "3d", or a timedelta) records an expiry, after which `devbox gc`
+        deletes it; from_snapshot starts the box from this store's snapshot of that name
+        (its files; gateways, policy, env and limits are given here, tokens are fresh)."""
         say = progress or (lambda _text: None)
+        if from_snapshot is not None and image is not None:
+            raise UsageError("give --image or --from-snapshot, not both")
+        labels: dict[str, str] = {}  # the box's own, beside the ones every box has
+        if ttl is not None:
+            expires = datetime.now(UTC) + parse_duration(ttl, "--ttl")
+            labels[LABEL_EXPIRES] = utc_label(expires)
         bindings = to_bindings(gateways or {})
         box_environment(name or "", bindings, dict(env or {}))  # clashes fail first
         limits = resolve_limits(
@@ -102,6 +122,8 @@ class DevboxService:
         )
         binds, vols = check_specs(mounts, volumes, store_home=str(self.configs.store.home))
         docker = self.engine()
+        if from_snapshot is not None:
+            image = resolve_snapshot(docker, self.configs.store.identity(), from_snapshot)
         plan = plan_create(
             docker,
             self.configs,
@@ -114,6 +136,7 @@ class DevboxService:
             say=say,
             mounts=binds,
             volumes=vols,
+            labels=labels,
         )
         return carry_out(docker, plan, say)
 
@@ -136,11 +159,13 @@ class DevboxService:
         for name, parts in sorted(by_name.items()):
             box, proxy = parts.get("box"), parts.get("proxy")
             labels = (box or {}).get("Labels") or {}
+            # the list has no State.FinishedAt: a stopped box is inspected for it
+            stopped = docker.container(box["Id"]) if state_of(box) == "exited" else None
             out.append(
                 Devbox(
                     name=name,
                     id=box["Id"][:12] if box else None,
-                    status=state_of(box),
+                    status=devbox_status(box),
                     image=box.get("Image") if box else None,
                     policy=labels.get(LABEL_POLICY) or None,
                     gateways=bindings_of(labels),
@@ -148,6 +173,8 @@ class DevboxService:
                     created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
                     mounts=mounts_of(box or {}),
+                    stopped_at=stopped_text(stopped),
+                    expires_at=expiry_text(labels),
                 )
             )
         return out
@@ -171,7 +198,7 @@ class DevboxService:
         return Devbox(
             name=name,
             id=box["Id"][:12] if box else None,
-            status=state_of(box),
+            status=devbox_status(box),
             image=(box.get("Config") or {}).get("Image") if box else None,
             policy=labels.get(LABEL_POLICY) or None,
             gateways=bindings_of(labels),
@@ -180,6 +207,8 @@ class DevboxService:
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
             mounts=mounts_of(box or {}),
+            stopped_at=stopped_text(box),
+            expires_at=expiry_text(labels),
         )
 
     def repair(self, name: str) -> Devbox:

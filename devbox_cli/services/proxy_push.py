@@ -9,7 +9,7 @@ of `python -m proxy.admin load` inside the proxy, and lands on the proxy's tmpfs
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -141,11 +141,7 @@ class ProxyPusher:
                 f"recreate it: `devbox delete {name}` then `devbox create`",
             )
         labels = (box.get("Config") or {}).get("Labels") or {}
-        if labels.get(LABEL_STORE) != self.store.identity():
-            raise ConflictError(
-                f"devbox {name} was made with another devbox store, not {self.store.home}",
-                "run this with the DEVBOX_HOME that created it",
-            )
+        check_store(name, labels, self.store)
         env = env_of(box)
         bindings = bindings_of(labels)
         tokens = {b.prefix: env.get(b.prefix, "") for b in bindings}
@@ -180,6 +176,16 @@ class ProxyPusher:
                 LABEL_NAME, f"{LABEL_ROLE}=box", f"{LABEL_STORE}={self.store.identity()}"
             )
         }
+
+
+def check_store(name: str, labels: Mapping[str, str], store: Store) -> None:
+    """Refuse to act on devbox `name` (labels: its box's) when another store made it: it
+    must never get this store's credentials, nor lose its own state to this store."""
+    if labels.get(LABEL_STORE) != store.identity():
+        raise ConflictError(
+            f"devbox {name} was made with another devbox store, not {store.home}",
+            "run this with the DEVBOX_HOME that created it",
+        )
 
 
 def push_config(

@@ -39,6 +39,12 @@ def test_streams_stay_apart_and_the_exit_status_is_the_commands(engine):
         "User": "1000",
     }
     assert engine.bodies["/exec/e1/start"] == {"Detach": False, "Tty": False}
+    # three requests and no more: only a refused exec pays for an inspect (stopped? paused?)
+    assert engine.seen == [
+        ("POST", "/containers/devbox-b/exec"),
+        ("POST", "/exec/e1/start"),
+        ("GET", "/exec/e1/json"),
+    ]
 
 
 def test_interactive_stdin_reaches_the_command_and_ends_with_eof(engine):

@@ -29,6 +29,14 @@ ENGINE_COMMANDS = {
     "volume": [["volume", "list"], ["volume", "delete", "v1", "--force"]],
     # and with mounts, once their host paths passed
     "create --mount": [["create", "box1", "--mount", ".:/workspace", "--volume", "v1:/data"]],
+    "stop": [["stop", "box1", "box2"]],
+    "start": [["start", "box1"]],
+    "gc": [["gc"], ["gc", "--stopped-for", "3d", "--dry-run", "-o", "json"]],
+    "snapshot": [
+        ["snapshot", "create", "box1"],
+        ["snapshot", "list"],
+        ["snapshot", "delete", "s1"],
+    ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
 
@@ -109,14 +117,49 @@ def test_an_engine_that_fails_a_request_is_exit_7(engine, args, message):
         )
 
 
-def test_exec_in_a_stopped_devbox_is_exit_7_and_names_repair(engine):
-    engine.route("POST", "/containers/devbox-box1/exec", 409, {"message": "is not running"})
+@pytest.mark.parametrize(
+    ("state", "lines"),
+    [
+        (
+            {"Status": "exited", "FinishedAt": "2025-03-04T05:06:07.123456789Z"},
+            ["error: devbox box1 is stopped (since 2025-03-04T05:06:07Z)",
+             "hint: start it with `devbox start box1`"],
+        ),
+        (
+            {"Status": "paused"},
+            ["error: devbox box1 is paused while a snapshot is taken",
+             "hint: try again in a moment"],
+        ),
+        (
+            {"Status": "created", "FinishedAt": "0001-01-01T00:00:00Z"},
+            ["error: devbox box1 is not running (Container abc is not running)",
+             "hint: start it with `devbox start box1`"],
+        ),
+        (
+            "garbage",
+            ["error: devbox box1 is not running (Container abc is not running)",
+             "hint: start it with `devbox start box1`"],
+        ),
+    ],
+)  # fmt: skip
+def test_exec_in_a_stopped_devbox_is_exit_4_and_names_start(engine, state, lines):
+    engine.route(
+        "POST", "/containers/devbox-box1/exec", 409, {"message": "Container abc is not running"}
+    )
+    engine.route("GET", "/containers/devbox-box1/json", 200, {"State": state})
     proc = run("exec", "box1", "--", "true", env={"DOCKER_HOST": engine.host})
-    assert proc.returncode == 7
-    assert error_lines(proc.stderr) == [
-        "error: devbox box1 is not running (is not running)",
-        "hint: start it again with `devbox repair box1`",
-    ]
+    assert proc.returncode == 4
+    assert error_lines(proc.stderr) == lines
+    # the one inspect is the error path's: a running box's exec never pays for it
+    assert ("GET", "/containers/devbox-box1/json") in engine.seen
+
+
+def test_a_stopped_devbox_that_vanished_meanwhile_still_names_start(engine):
+    engine.route("POST", "/containers/devbox-box1/exec", 409, {"message": "is not running"})
+    engine.route("GET", "/containers/devbox-box1/json", 404, {"message": "No such container"})
+    proc = run("exec", "box1", "--", "true", env={"DOCKER_HOST": engine.host})
+    assert proc.returncode == 4
+    assert error_lines(proc.stderr)[1] == "hint: start it with `devbox start box1`"
 
 
 def test_an_engine_answer_devbox_does_not_understand_is_exit_1(engine):
