@@ -23,6 +23,7 @@ from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
+from devbox_cli.services.ports import PortForwardService
 from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
@@ -72,6 +73,7 @@ class Client:
         self.copies = CopyService(self.engine, self.store)
         self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
         self.snapshots = SnapshotService(self.engine, self.store)
+        self.ports = PortForwardService(self.engine)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -127,3 +129,5 @@ class Client:
     list_snapshots = _Via("snapshots", SnapshotService.list)
     get_snapshot = _Via("snapshots", SnapshotService.get)
     delete_snapshots = _Via("snapshots", SnapshotService.delete)
+
+    port_forward = _Via("ports", PortForwardService.forward)

@@ -27,6 +27,12 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
+def print_json_line(data: Any) -> None:
+    """One compact JSON line, flushed: for output a script reads while the command runs."""
+    sys.stdout.write(json.dumps(data, separators=(",", ":"), default=str) + "\n")
+    sys.stdout.flush()
+
+
 def print_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, empty: str = "") -> None:
     """A table on stdout; `empty` is shown instead when there are no rows."""
     if not rows:

@@ -11,6 +11,7 @@ from devbox_cli.cli import (
     gateways,
     lifecycle,
     policies,
+    ports,
     secrets,
     snapshots,
     volumes,
@@ -31,4 +32,5 @@ app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outliv
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
 lifecycle.register(app)
+ports.register(app)
 copy.register(app)

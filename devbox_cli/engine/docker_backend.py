@@ -275,6 +275,28 @@ class DockerBackend:
             code = poll_exit_code(lambda: self.api.exec_inspect(exec_id["Id"]))
         return code, output.decode("utf-8", "replace")
 
+    def exec_stream(self, container: str, cmd: list[str]) -> tuple[str, Any, Any]:
+        """Start `cmd` in `container` attached (stdin, stdout, stderr; no tty) and hand back
+        (exec id, the hijacked stream, its owner). Our bytes go raw to its stdin; its output
+        comes framed as `frames` reads it. The stream is a socket, or on a TLS or ssh engine
+        a socket-like object; the caller closes both it and its owner."""
+        with _mapped(f"exec in {container}"):
+            exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True, stderr=True)
+            owner = self.api.exec_start(exec_id["Id"], socket=True)
+        return exec_id["Id"], getattr(owner, "_sock", owner), owner
+
+    def exec_state(self, exec_id: str) -> dict[str, Any]:
+        """`docker exec inspect`: Running, ExitCode, Pid."""
+        with _mapped("inspecting an exec"):
+            return self.api.exec_inspect(exec_id)
+
+    def container_events(self, containers: list[str], events: tuple[str, ...]) -> Any:
+        """The engine's events for `containers` (ids) of the kinds `events` (`die`, ...), as
+        dicts, from now on; the iterator's close() ends it from another thread."""
+        filters = {"type": ["container"], "container": containers, "event": list(events)}
+        with _mapped("watching containers"):
+            return self.api.events(filters=filters, decode=True)
+
     # -- volumes ---------------------------------------------------------------------------
 
     def volume(self, name: str) -> dict[str, Any] | None:

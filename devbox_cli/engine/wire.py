@@ -148,6 +148,32 @@ def frames(sock: socket.socket, buf: bytes = b"") -> Iterator[tuple[int, bytes]]
         buf += chunk
 
 
+class Demuxer:
+    """`frames` for a stream fed in pieces (an asyncio protocol's data): the 8-byte headers
+    of Docker's multiplexed stdout/stderr taken off, payloads kept in order."""
+
+    MAX_FRAME = 1 << 20  # the engine writes what one read of the pipe gave (32 KiB)
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buf = self._buf
+        buf += data
+        out = []
+        pos = 0
+        while len(buf) - pos >= 8:
+            stream, size = struct.unpack_from(">BxxxL", buf, pos)
+            if size > self.MAX_FRAME or stream > 2:
+                raise DevboxRuntimeError("the Docker engine sent a malformed exec stream")
+            if len(buf) - pos < 8 + size:
+                break
+            out.append((stream, bytes(buf[pos + 8 : pos + 8 + size])))
+            pos += 8 + size
+        del buf[:pos]
+        return out
+
+
 def poll_exit_code(inspect: Callable[[], Mapping[str, object]]) -> int:
     """The exit code of a finished exec, from `inspect` (the exec's JSON). Its stream ends
     when the process exits; the engine may record the code a moment later."""

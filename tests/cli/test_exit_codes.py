@@ -37,6 +37,10 @@ ENGINE_COMMANDS = {
         ["snapshot", "list"],
         ["snapshot", "delete", "s1"],
     ],
+    "port-forward": [
+        ["port-forward", "box1", "8080"],
+        ["port-forward", "box1", ":80", "-o", "json"],
+    ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
 
