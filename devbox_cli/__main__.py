@@ -16,8 +16,15 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["exec"]:
         from devbox_cli.engine.fastexec import main as exec_main
 
-        return _guard(lambda: exec_main(args[1:]))
+        return _guard(lambda: exec_main(args[1:], heal=_heal_proxy))
     return _guard(lambda: _typer_main(args))
+
+
+def _heal_proxy(name: str) -> None:
+    """The slow path of an exec whose proxy needs its config: only then is typer loaded."""
+    from devbox_cli.cli.watch import heal_before_exec
+
+    heal_before_exec(name)
 
 
 def _typer_main(args: list[str]) -> int:

@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar,
 
 from devbox_cli.services.copy import CopyService
 from devbox_cli.services.devboxes import DevboxService
+from devbox_cli.services.doctor import Doctor
 from devbox_cli.services.gateways import GatewayService
+from devbox_cli.services.healing import Healer
 from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.ports import PortForwardService
@@ -33,6 +35,7 @@ from devbox_cli.store import Store
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
+    from devbox_cli.services.watch import Watcher, WatchEvent
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -68,7 +71,9 @@ class Client:
         self.secrets = SecretService(self.store, self.proxies)
         self.gateways = GatewayService(self.store, self.proxies)
         self.policies = PolicyService(self.store, self.proxies)
-        self.devboxes = DevboxService(self.engine, self.configs, self.proxies)
+        self.healer = Healer(self.engine, self.proxies)
+        self.devboxes = DevboxService(self.engine, self.configs, self.proxies, self.healer)
+        self.doctor = Doctor(self.engine, self.devboxes)
         self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
         self.copies = CopyService(self.engine, self.store)
         self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
@@ -83,6 +88,13 @@ class Client:
 
             self._engine = DockerBackend()
         return self._engine
+
+    def watcher(self, log: Callable[[WatchEvent], None]) -> Watcher:
+        """`devbox watch`: a Watcher that heals this store's proxies on the engine's events
+        until its stop(); run() blocks. Unlock the store first (store.unlock())."""
+        from devbox_cli.services.watch import Watcher
+
+        return Watcher(self.engine, self.healer, log)
 
     create_secret = _Via("secrets", SecretService.create)
     update_secret = _Via("secrets", SecretService.update)
@@ -111,6 +123,9 @@ class Client:
     egress_log = _Via("devboxes", DevboxService.egress_log)
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
+    heal_devbox = _Via("devboxes", DevboxService.heal)
+
+    run_doctor = _Via("doctor", Doctor.run)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
 
     copy = _Via("copies", CopyService.copy)

@@ -3,7 +3,8 @@
 # of the host's engine, so that isolation is proven on it too, not only on Debian stable's.
 #   start   build (once, cached) and start the nested engine; load the devbox images into it
 #   stop    stop and remove it (its storage too)
-#   test    start, run the isolation and walkthrough tests against it, stop (even on failure)
+#   test    start, run the isolation, walkthrough and doctor tests against it, then restart
+#           it mid-stream (tests/docker/test_engine_restart.py), stop (even on failure)
 # The nested engine's socket is $NESTED_SOCKET on the host. The tests' pytest runs on the host
 # but inside the nested engine's network and PID namespaces: "the engine's host" of the
 # isolation tests (its addresses, the PIDs `docker inspect` reports) is then the container the
@@ -53,9 +54,12 @@ build_image() {
 
 # Runs as the nested container's command. Without --privileged, /sys is read-only and there is
 # no cgroup tree: mount one v1 hierarchy per line of /proc/self/cgroup (the host's layout, as
-# cgroupns=private shows it) on a tmpfs, then start dockerd on the socket the host sees.
+# cgroupns=private shows it) on a tmpfs, then start dockerd on the socket the host sees. /run
+# is a fresh tmpfs, as at boot: a restart of this container (tests/docker/test_engine_restart.py)
+# must not find the last dockerd's pid file and state there.
 # shellcheck disable=SC2016  # expanded inside the container
 inner='set -eu
+mount -t tmpfs -o mode=755 run /run
 mount -o remount,rw /sys
 mount -t tmpfs -o mode=755 cgroup /sys/fs/cgroup
 while IFS=: read -r _ ctrls _; do
@@ -109,18 +113,29 @@ stop() {
   rm -rf "$sockdir" "$data_root"
 }
 
+# pytest's exit 5: the pytest args given (say -k) selected none of these tests.
+selected_none() { [ "$1" = 5 ] || exit "$1"; }
+
 run_tests() {
   trap stop EXIT
   trap 'exit 130' INT TERM  # through the EXIT trap
   start
   local pid
   pid=$(docker inspect -f '{{.State.Pid}}' "$name")
-  log "isolation and walkthrough tests against the nested engine"
+  log "isolation, walkthrough and doctor tests against the nested engine"
   # In the background, so that a TERM runs the trap at once; removing the container then ends
   # pytest too (it is in the container's PID namespace).
   nsenter -t "$pid" -n -p -- env DOCKER_HOST="unix://$NESTED_SOCKET" CI="${CI:-true}" \
-    .venv/bin/pytest -q -p no:cacheprovider tests/docker/test_isolation.py tests/docker/test_walkthrough.py "$@" &
-  wait $!
+    .venv/bin/pytest -q -p no:cacheprovider tests/docker/test_isolation.py \
+      tests/docker/test_walkthrough.py tests/docker/test_doctor.py "$@" &
+  wait $! || selected_none $?
+  # The daemon restart restarts the nested engine's container, which would end a pytest in
+  # its namespaces: this one runs on the host, talking to the nested engine's socket.
+  log "a daemon restart mid-stream, healed (restarts the nested engine)"
+  env DOCKER_HOST="unix://$NESTED_SOCKET" CI="${CI:-true}" DEVBOX_TEST_ENGINE="$name" \
+    DEVBOX_TEST_OUTER_HOST="${DOCKER_HOST:-unix:///var/run/docker.sock}" \
+    .venv/bin/pytest -q -p no:cacheprovider tests/docker/test_engine_restart.py "$@" &
+  wait $! || selected_none $?
 }
 
 case ${1:-} in

@@ -8,6 +8,7 @@ import typer
 from devbox_cli.cli import (
     copy,
     devboxes,
+    doctor,
     gateways,
     lifecycle,
     policies,
@@ -15,6 +16,7 @@ from devbox_cli.cli import (
     secrets,
     snapshots,
     volumes,
+    watch,
 )
 
 app = typer.Typer(
@@ -31,6 +33,8 @@ app.add_typer(policies.app, name="policy", help="Network policies.")
 app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outlives a devbox.")
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
+watch.register(app)
+doctor.register(app)
 lifecycle.register(app)
 ports.register(app)
 copy.register(app)

@@ -177,21 +177,29 @@ def exec_(ctx: typer.Context) -> None:
     stdout and stderr are streamed apart; the command's exit status
     becomes devbox's. See `devbox exec --help`.
     """
+    from devbox_cli.cli.watch import heal_before_exec
     from devbox_cli.engine import fastexec
 
-    raise typer.Exit(fastexec.main(list(ctx.args)))
+    raise typer.Exit(fastexec.main(list(ctx.args), heal=heal_before_exec))
 
 
 def shell(name: NameArg) -> None:
     """Open an interactive bash shell in a devbox."""
+    from devbox_cli.cli.watch import heal_before_exec
     from devbox_cli.engine import fastexec
 
     flags = ["-i", "-t"] if sys.stdin.isatty() else ["-i"]
-    raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"]))
+    raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"], heal=heal_before_exec))
 
 
 def list_(output: OutputOpt = Output.text) -> None:
-    """List devboxes, read from Docker: status of the box and its proxy."""
+    """List devboxes, read from Docker: status of the box and its proxy.
+
+    PROXY is `configured` when the proxy took its config since it last
+    started, `unconfigured` when it started again since (it refuses all
+    traffic until the next devbox command or `devbox watch` heals it),
+    `unknown` when no push was recorded in this DEVBOX_HOME, else its state.
+    """
     from devbox_cli import render
 
     boxes = make_client().list_devboxes()
@@ -204,7 +212,7 @@ def list_(output: OutputOpt = Output.text) -> None:
             (
                 b.name,
                 _since(b.status, b.stopped_at, short=True),
-                b.proxy.status,
+                _proxy_state(b),
                 b.policy or "-",
                 ",".join(g.prefix for g in b.gateways) or "-",
                 b.image,
@@ -215,6 +223,14 @@ def list_(output: OutputOpt = Output.text) -> None:
         ],
         empty="no devboxes: create one with `devbox create NAME`",
     )
+
+
+def _proxy_state(box: Devbox) -> str:
+    """The PROXY column: whether a running proxy holds its config, as far as the push
+    ledger knows (list runs no check in the proxy; `devbox show` does)."""
+    if box.proxy.status != "running":
+        return box.proxy.status
+    return {True: "configured", False: "unconfigured"}.get(box.proxy.configured, "unknown")
 
 
 def show(name: NameArg, output: OutputOpt = Output.text) -> None:

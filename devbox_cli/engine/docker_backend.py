@@ -71,6 +71,18 @@ class DockerBackend:
         with _mapped("reading the engine's info"):
             return self.api.info()
 
+    def version(self) -> dict[str, Any]:
+        """`docker version` of the engine: Version, ApiVersion, Os, Arch."""
+        with _mapped("reading the engine's version"):
+            return self.api.version()
+
+    def events(self, **filters: list[str]) -> EventStream:
+        """The engine's events from now on (`filters` as the Engine API takes them: type,
+        event, label ...). The request is made here, so nothing that happens after this call
+        is missed; iterating ends when the engine goes away or close() is called."""
+        with _mapped("following the engine's events"):
+            return EventStream(self.api.events(decode=True, filters=filters))
+
     # -- images ----------------------------------------------------------------------------
 
     def image(self, ref: str) -> dict[str, Any] | None:
@@ -290,12 +302,10 @@ class DockerBackend:
         with _mapped("inspecting an exec"):
             return self.api.exec_inspect(exec_id)
 
-    def container_events(self, containers: list[str], events: tuple[str, ...]) -> Any:
+    def container_events(self, containers: list[str], events: tuple[str, ...]) -> EventStream:
         """The engine's events for `containers` (ids) of the kinds `events` (`die`, ...), as
         dicts, from now on; the iterator's close() ends it from another thread."""
-        filters = {"type": ["container"], "container": containers, "event": list(events)}
-        with _mapped("watching containers"):
-            return self.api.events(filters=filters, decode=True)
+        return self.events(type=["container"], container=containers, event=list(events))
 
     # -- volumes ---------------------------------------------------------------------------
 
@@ -332,21 +342,25 @@ class DockerBackend:
 
     # -- archives --------------------------------------------------------------------------
 
-    def _archive_url(self, container: str) -> str:
-        return f"{self.api.base_url}/v{self.api.api_version}/containers/{quote(container)}/archive"
+    def _archive(self, method: str, container: str, **kw: Any) -> requests.Response:
+        """The archive endpoint by hand (docker-py has no HEAD, nor put's options); a
+        failure is docker-py's own APIError, which _mapped maps. A HEAD's 404 is returned."""
+        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{quote(container)}/archive"
+        res = self.api.request(method, url, timeout=self.api.timeout, **kw)
+        try:
+            if method != "HEAD" or res.status_code != 404:
+                res.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            docker.errors.create_api_error_from_http_exception(exc)  # raises the APIError
+        return res
 
     def path_stat(self, container: str, path: str) -> dict[str, Any] | None:
         """What `path` in `container` is (name, size, mode as Go's FileMode, linkTarget),
         without reading it; None when there is no such path. Works on a stopped container."""
         with _mapped(f"looking up {path} in {container}"):
-            res = self.api.head(
-                self._archive_url(container), params={"path": path}, timeout=self.api.timeout
-            )
-            if res.status_code == 404:
-                return None
-            _raise_for(res)
-            header = res.headers.get("X-Docker-Container-Path-Stat") or ""
-            return json.loads(base64.b64decode(header) or b"{}")
+            res = self._archive("HEAD", container, params={"path": path})
+        header = res.headers.get("X-Docker-Container-Path-Stat") or ""
+        return json.loads(base64.b64decode(header) or b"{}") if res.status_code != 404 else None
 
     def get_archive(
         self, container: str, path: str, *, chunk_size: int = 1 << 20
@@ -364,18 +378,20 @@ class DockerBackend:
         """Extract a tar stream (sent chunked as it is read) into directory `path` of the
         container; a directory is never replaced by a file (noOverwriteDirNonDir)."""
         with _mapped(f"writing to {path} in {container}"):
-            res = self.api.put(
-                self._archive_url(container),
-                params={"path": path, "noOverwriteDirNonDir": "true"},
-                data=iter(chunks),
-                timeout=self.api.timeout,
-            )
-            _raise_for(res)
+            params = {"path": path, "noOverwriteDirNonDir": "true"}
+            self._archive("PUT", container, params=params, data=iter(chunks))
 
 
-def _raise_for(res: requests.Response) -> None:
-    """docker-py's own error for a failed response (inside _mapped, it becomes ours)."""
-    try:
-        res.raise_for_status()
-    except requests.exceptions.HTTPError as exc:
-        docker.errors.create_api_error_from_http_exception(exc)  # raises the APIError
+class EventStream:
+    """An event stream that close() ends from another thread (or a signal handler)."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with _mapped("following the engine's events"):
+            yield from self._stream
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # already closed, or the engine is gone
+            self._stream.close()

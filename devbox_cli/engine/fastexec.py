@@ -5,6 +5,11 @@ by hand (wire.py) over the unix socket (three requests: create the exec, start i
 hijacked stream, read its exit code) and imports only the standard library: no typer, rich,
 docker-py, or even http.client (which drags in ssl). DevboxService.exec uses `run` for
 Python callers.
+
+A proxy that started again since its last config push (home.py's ledger) is unconfigured;
+an exec then hands it its config first, through `heal` (the slow path, imported only then).
+Telling costs one inspect of the proxy container, sent before the exec is created and read
+after, so the engine answers both at once.
 """
 
 from __future__ import annotations
@@ -12,10 +17,23 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
 from devbox_cli.engine import wire
-from devbox_cli.errors import ConflictError, DevboxRuntimeError, NotFoundError, UsageError
-from devbox_cli.names import box_container, check_devbox_name
+from devbox_cli.errors import (
+    ConflictError,
+    DevboxError,
+    DevboxRuntimeError,
+    NotFoundError,
+    UsageError,
+)
+from devbox_cli.home import PushLedger, home_dir
+from devbox_cli.names import box_container, check_devbox_name, proxy_container
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    Heal = Callable[[str], object]
 
 USAGE = """\
 Usage: devbox exec [OPTIONS] NAME [--] CMD [ARG...]
@@ -89,6 +107,45 @@ def create_exec(opts: ExecOptions, *, attach_stdin: bool) -> str:
     raise DevboxRuntimeError(f"docker exec in devbox {opts.name} failed: {wire.message(data)}")
 
 
+def proxy_probe(name: str) -> socket.socket | None:
+    """The inspect of the devbox's proxy container, sent now and read by needs_config."""
+    try:
+        return wire.begin("GET", f"/containers/{proxy_container(name)}/json")
+    except DevboxError:
+        return None  # the engine is unreachable: creating the exec says so
+
+
+def needs_config(probe: socket.socket, ledger: PushLedger) -> bool:
+    """Whether the proxy has started again since the push the ledger records (so it holds
+    no config), or stopped while its box runs. An answer that can't tell means no."""
+    try:
+        status, data = wire.finish(probe)
+    except (OSError, ValueError, DevboxError):
+        return False
+    state = data.get("State") if status == 200 and isinstance(data, dict) else None
+    if not isinstance(state, dict) or state.get("Paused"):
+        return False
+    if not state.get("Running"):
+        return state.get("Status") in ("exited", "created")
+    return ledger.holds(data.get("Id"), state.get("StartedAt")) is not True  # type: ignore[union-attr]
+
+
+def create_healed(
+    opts: ExecOptions, *, attach_stdin: bool, heal: Heal | None, ledger: PushLedger | None
+) -> str:
+    """create_exec, and when the devbox's proxy needs its config, `heal` first."""
+    probe = proxy_probe(opts.name) if heal is not None else None
+    try:
+        exec_id = create_exec(opts, attach_stdin=attach_stdin)
+    except BaseException:
+        if probe is not None:
+            probe.close()
+        raise
+    if probe is not None and heal and needs_config(probe, ledger or PushLedger(home_dir())):
+        heal(opts.name)
+    return exec_id
+
+
 def not_running(name: str, why: str) -> ConflictError:
     """The engine refused the exec for the box's state (409): stopped, or paused while a
     snapshot is taken. Only this error path pays for the inspect that tells which."""
@@ -146,10 +203,16 @@ def _pump_stdin(sock: socket.socket, source: int | bytes) -> None:
         pass  # the command exited and the engine closed its side first
 
 
-def run(opts: ExecOptions, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+def run(
+    opts: ExecOptions,
+    stdin: bytes | None = None,
+    *,
+    heal: Heal | None = None,
+    ledger: PushLedger | None = None,
+) -> tuple[int, bytes, bytes]:
     """Run to completion and capture: (exit code, stdout, stderr). For Python callers."""
     check_devbox_name(opts.name)
-    exec_id = create_exec(opts, attach_stdin=stdin is not None)
+    exec_id = create_healed(opts, attach_stdin=stdin is not None, heal=heal, ledger=ledger)
     sock, rest = start_exec(exec_id, opts.tty)
     out, err = bytearray(), bytearray()
     with sock:
@@ -288,10 +351,10 @@ def parse_args(args: list[str]) -> ExecOptions | None:
     return opts
 
 
-def main(args: list[str]) -> int:
+def main(args: list[str], heal: Heal | None = None) -> int:
     opts = parse_args(args)
     if opts is None:
         sys.stdout.write(USAGE)
         return 0
-    exec_id = create_exec(opts, attach_stdin=opts.interactive)
+    exec_id = create_healed(opts, attach_stdin=opts.interactive, heal=heal, ledger=None)
     return _interactive(opts, exec_id)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -61,6 +62,16 @@ def image_refs() -> ImageRefs:
         proxy=f"devbox/proxy:{__version__}-{digest(proxy_inputs(), base)}",
         default=f"devbox/default:{__version__}-{digest([DEFAULT_DOCKERFILE], base)}",
     )
+
+
+def proxy_image() -> str:
+    """The proxy image devboxes run: $DEVBOX_PROXY_IMAGE, else this checkout's build."""
+    return os.environ.get("DEVBOX_PROXY_IMAGE") or image_refs().proxy
+
+
+def box_image() -> str:
+    """The image of a devbox made without --image: $DEVBOX_IMAGE, else the default one."""
+    return os.environ.get("DEVBOX_IMAGE") or image_refs().default
 
 
 if __name__ == "__main__":

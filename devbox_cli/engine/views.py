@@ -63,9 +63,17 @@ class ProxyView:
     id: str | None
     status: str  # the container's state, or "missing"
     health: str | None = None  # ok | unconfigured | unreachable; None when not checked
+    # From the push ledger, without asking the proxy: True when its current start took a
+    # config, False when it started again since; None when not running or never pushed here.
+    configured: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "status": self.status, "health": self.health}
+        return {
+            "id": self.id,
+            "status": self.status,
+            "health": self.health,
+            "configured": self.configured,
+        }
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,14 @@ def state_of(container: Mapping[str, Any] | None) -> str:
         return "missing"
     state = container.get("State")
     return str(state.get("Status") if isinstance(state, dict) else state)
+
+
+def started_at(container: Mapping[str, Any] | None) -> str | None:
+    """When a container last started (`State.StartedAt` of its inspect): a proxy's
+    config lasts as long as that start (home.py's ledger)."""
+    state = (container or {}).get("State")
+    value = state.get("StartedAt") if isinstance(state, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def devbox_status(box: Mapping[str, Any] | None) -> str:

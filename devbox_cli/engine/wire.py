@@ -112,9 +112,24 @@ def dechunk(data: bytes) -> bytes:
 
 
 def request(method: str, path: str, body: object = None) -> tuple[int, object]:
+    return finish(begin(method, path, body))
+
+
+def begin(method: str, path: str, body: object = None) -> socket.socket:
+    """Send a request on a connection of its own and return that connection unread: the
+    engine answers it while the caller makes other requests; finish() reads the answer."""
     sock = connect()
     try:
         send(sock, method, path, body, upgrade=False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def finish(sock: socket.socket) -> tuple[int, object]:
+    """The status and decoded body of the request begin() sent on `sock`; closes it."""
+    try:
         status, headers, rest = read_head(sock)
         raw = read_body(sock, headers, rest)
     finally:

@@ -8,15 +8,14 @@ config: the box has no egress until then, and the two are independent until the 
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from devbox_cli.engine import images
 from devbox_cli.engine.box_user import prepare
-from devbox_cli.engine.images import image_refs
 from devbox_cli.engine.limits import BoxLimits, box_host_config, fit_to_engine, limits_of
 from devbox_cli.engine.topology import (
     DEFAULT_EGRESS,
@@ -46,6 +45,7 @@ from devbox_cli.services.workspace import make_volumes, plan_workspace
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
+    from devbox_cli.home import PushLedger
     from devbox_cli.services.proxy_config import ProxyConfigs
     from proxy.config import ProxyConfig
 
@@ -88,8 +88,8 @@ def plan_create(
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
     box_environment(name or "", bindings, dict(env))  # a clash fails before Docker is asked
-    image = image or os.environ.get("DEVBOX_IMAGE") or image_refs().default
-    proxy_image = os.environ.get("DEVBOX_PROXY_IMAGE") or image_refs().proxy
+    image = image or images.box_image()
+    proxy_image = images.proxy_image()
 
     say("checking gateways, secrets and policy")
     tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
@@ -125,9 +125,11 @@ def plan_create(
     )
 
 
-def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
+def carry_out(
+    docker: DockerBackend, plan: CreatePlan, say: Progress, ledger: PushLedger | None = None
+) -> Devbox:
     """Make the devbox of `plan` and return once it can run commands (proxy configured, box
-    up). On any failure whatever was made is removed again."""
+    up; the push noted in `ledger`). On any failure whatever was made is removed again."""
     # Leaving the block the pool is shut down first (it waits for the box's creation), then
     # the rollback removes, on failure, everything made, the box included.
     with Rollback(docker) as made, ThreadPoolExecutor(max_workers=1) as pool:
@@ -158,7 +160,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         docker.connect(proxy_id, plan.egress)
         docker.start(proxy_id)
         say("configuring the proxy")
-        push_config(docker, plan.name, proxy_id, plan.config)
+        push_config(docker, plan.name, proxy_id, plan.config, ledger=ledger)
         box_id = box.result()
         say("waiting for the devbox")
         info = docker.container(box_id)
@@ -174,7 +176,7 @@ def carry_out(docker: DockerBackend, plan: CreatePlan, say: Progress) -> Devbox:
         image=plan.image,
         policy=plan.policy,
         gateways=plan.bindings,
-        proxy=ProxyView(proxy_id[:12], "running", "ok"),
+        proxy=ProxyView(proxy_id[:12], "running", "ok", configured=True),
         created_at=iso_time(info.get("Created") if info else None),
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),

@@ -52,6 +52,7 @@ from devbox_cli.services.box_env import box_environment, to_bindings
 from devbox_cli.services.create import carry_out, plan_create
 from devbox_cli.services.durations import parse_duration
 from devbox_cli.services.egress import EgressRecord, egress_records
+from devbox_cli.services.healing import Healer, HealResult
 from devbox_cli.services.proxy_push import PROXY_PYTHON
 from devbox_cli.services.snapshots import resolve_snapshot
 from devbox_cli.services.workspace import check_specs
@@ -70,11 +71,16 @@ def not_found(name: str) -> NotFoundError:
 
 class DevboxService:
     def __init__(
-        self, engine: Callable[[], DockerBackend], configs: ProxyConfigs, proxies: ProxyPusher
+        self,
+        engine: Callable[[], DockerBackend],
+        configs: ProxyConfigs,
+        proxies: ProxyPusher,
+        healer: Healer | None = None,
     ) -> None:
         self.engine = engine
         self.configs = configs
         self.proxies = proxies
+        self.healer = healer or Healer(engine, proxies)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -138,7 +144,7 @@ class DevboxService:
             volumes=vols,
             labels=labels,
         )
-        return carry_out(docker, plan, say)
+        return carry_out(docker, plan, say, ledger=self.proxies.ledger)
 
     # -- read ------------------------------------------------------------------------------
 
@@ -155,6 +161,7 @@ class DevboxService:
             by_name.setdefault(labels[LABEL_NAME], {})[labels.get(LABEL_ROLE, "")] = c
         for n in docker.networks(LABEL_NAME, self._mine()):
             by_name.setdefault(n["Labels"][LABEL_NAME], {})
+        configured = self._configured(docker, [p.get("proxy") for p in by_name.values()])
         out = []
         for name, parts in sorted(by_name.items()):
             box, proxy = parts.get("box"), parts.get("proxy")
@@ -169,7 +176,11 @@ class DevboxService:
                     image=box.get("Image") if box else None,
                     policy=labels.get(LABEL_POLICY) or None,
                     gateways=bindings_of(labels),
-                    proxy=ProxyView(proxy["Id"][:12] if proxy else None, state_of(proxy)),
+                    proxy=ProxyView(
+                        proxy["Id"][:12] if proxy else None,
+                        state_of(proxy),
+                        configured=configured.get(proxy["Id"]) if proxy else None,
+                    ),
                     created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
                     mounts=mounts_of(box or {}),
@@ -179,9 +190,29 @@ class DevboxService:
             )
         return out
 
-    def get(self, name: str, *, health: bool = True) -> Devbox:
-        """One devbox, with its proxy's health (configured or not) unless health=False."""
+    def _configured(
+        self, docker: DockerBackend, proxies: list[dict[str, Any] | None]
+    ) -> dict[str, bool | None]:
+        """Whether each running proxy (of a container listing) holds its config, from one
+        inspect each (in parallel) and the push ledger: never an exec."""
+        running = [p["Id"] for p in proxies if p and p.get("State") == "running"]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            found = pool.map(docker.container, running)
+            return {i: self.healer.configured(c) for i, c in zip(running, found, strict=True)}
+
+    def heal(self, name: str) -> HealResult:
+        """Give the devbox's proxy its config again if it started since the last push (it
+        then refuses all traffic), or start it if it stopped while the box runs. exec,
+        shell, show and logs do this first; `devbox watch` on the engine's events."""
         check_devbox_name(name)
+        return self.healer.heal(name)
+
+    def get(self, name: str, *, health: bool = True, heal: bool = True) -> Devbox:
+        """One devbox, with its proxy's health (configured or not) unless health=False.
+        With heal (the default) a proxy that needs its config gets it first."""
+        check_devbox_name(name)
+        if heal:
+            self.healer.heal(name)
         docker = self.engine()
         box = docker.container(box_container(name))
         proxy = docker.container(proxy_container(name))
@@ -202,7 +233,12 @@ class DevboxService:
             image=(box.get("Config") or {}).get("Image") if box else None,
             policy=labels.get(LABEL_POLICY) or None,
             gateways=bindings_of(labels),
-            proxy=ProxyView(proxy["Id"][:12] if proxy else None, state, checked),
+            proxy=ProxyView(
+                proxy["Id"][:12] if proxy else None,
+                state,
+                checked,
+                configured=self.healer.configured(proxy),
+            ),
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
@@ -220,8 +256,10 @@ class DevboxService:
     def logs(
         self, name: str, *, egress: bool = False, follow: bool = False, tail: int | str = "all"
     ) -> Iterator[bytes]:
-        """The box's output, or with egress=True the proxy's audit log (JSON lines)."""
+        """The box's output, or with egress=True the proxy's audit log (JSON lines). A proxy
+        that needs its config gets it first."""
         check_devbox_name(name)
+        self.healer.heal(name)
         docker = self.engine()
         container = proxy_container(name) if egress else box_container(name)
         if docker.container(container) is None:
@@ -255,7 +293,7 @@ class DevboxService:
             name, argv, env=[f"{k}={v}" for k, v in (env or {}).items()], workdir=workdir, user=user
         )
         data = stdin.encode() if isinstance(stdin, str) else stdin
-        code, out, err = run(opts, data)
+        code, out, err = run(opts, data, heal=self.healer.heal, ledger=self.healer.ledger)
         return ExecResult(code, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
 
     # -- delete ----------------------------------------------------------------------------
@@ -276,6 +314,7 @@ class DevboxService:
                 removed = any(
                     list(pool.map(lambda c: docker.remove_container(c["Id"]), containers))
                 )
+                self.healer.ledger.forget([c["Id"] for c in containers])
                 for net in docker.networks(f"{LABEL_NAME}={name}"):
                     removed = docker.remove_network(net["Id"]) or removed
                 results.append(DeleteResult(name, removed))

@@ -20,6 +20,7 @@ from devbox_cli.engine.views import (
     LABEL_STORE,
     bindings_of,
     env_of,
+    started_at,
     state_of,
 )
 from devbox_cli.errors import (
@@ -29,6 +30,7 @@ from devbox_cli.errors import (
     DockerUnavailableError,
     NotFoundError,
 )
+from devbox_cli.home import PushLedger
 from devbox_cli.names import box_container, check_devbox_name, proxy_container
 from devbox_cli.services.gateways import gateways_using_secret, read_gateways
 from devbox_cli.services.kinds import ResourceKind
@@ -65,6 +67,7 @@ class ProxyPusher:
         self.engine = engine
         self.store = store
         self.configs = configs
+        self.ledger = PushLedger(store.home)  # which start of each proxy holds its config
 
     def repair(self, name: str) -> None:
         """Start whatever of the devbox is stopped and push its proxy config again (after the
@@ -75,7 +78,7 @@ class ProxyPusher:
         for container in (proxy_container(name), box_container(name)):
             if state_of(docker.container(container)) != "running":
                 docker.start(container)
-        push_config(docker, name, proxy["Id"], config)
+        push_config(docker, name, proxy["Id"], config, ledger=self.ledger)
 
     def push_update(self, kind: ResourceKind, name: str) -> tuple[str, ...]:
         """After secret/gateway/policy `name` was saved, push the new proxy config to every
@@ -100,7 +103,7 @@ class ProxyPusher:
         def push(box: str) -> str:
             proxy, config = self._config_of(docker, box)
             if state_of(proxy) == "running":
-                push_config(docker, box, proxy["Id"], config, timeout=5.0)
+                push_config(docker, box, proxy["Id"], config, timeout=5.0, ledger=self.ledger)
             return box
 
         pushed: list[str] = []
@@ -194,15 +197,21 @@ def push_config(
     proxy: str,
     config: ProxyConfig,
     timeout: float = READY_TIMEOUT,
+    *,
+    ledger: PushLedger | None = None,
 ) -> None:
     """Hand the config to the proxy on the stdin of `proxy.admin load`, retrying while its
-    server is still starting (admin exit 2)."""
+    server is still starting (admin exit 2). With a `ledger`, record which start of the
+    container took it, as read before the push (home.py says why before)."""
     payload = config.dumps()
+    started = started_at(docker.container(proxy)) if ledger is not None else None
     deadline = time.monotonic() + timeout
     delay = 0.02
     while True:
         code, output = docker.exec_with_stdin(proxy, LOAD_CMD, payload)
         if code == 0:
+            if ledger is not None and started:
+                ledger.record(proxy, started)
             return
         if (
             code == 2

@@ -8,6 +8,8 @@
       policies.json     same envelope, network policies
       key.json          {"format": 1, "public": b64, "private": {...}}: the Curve25519 keypair;
                         the private half in the clear or encrypted under a passphrase
+      proxies/          the push ledger (devbox_cli/home.py), no secrets: which start of each
+                        proxy container took its config
 
 Every file is 0600 and written atomically (temp file in the same directory, fsync, rename,
 fsync of the directory). A file that does not parse, or parses to the wrong shape, raises
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from devbox_cli.errors import StoreError
+from devbox_cli.home import home_dir
 from devbox_cli.store import sealing
 
 KINDS = ("secrets", "gateways", "policies")
@@ -46,11 +49,7 @@ _MISSING: Any = object()  # a file that does not exist, as opposed to one holdin
 
 def default_home() -> Path:
     """$DEVBOX_HOME, else $XDG_DATA_HOME/devbox, else ~/.local/share/devbox."""
-    if os.environ.get("DEVBOX_HOME"):
-        return Path(os.environ["DEVBOX_HOME"]).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".local" / "share"
-    return base / "devbox"
+    return Path(home_dir())
 
 
 def utc_now() -> str:
@@ -163,6 +162,13 @@ class Store:
                 f"the record was sealed with another key than {self.home / KEY_FILE}; "
                 "recreate the secret with `devbox secret update NAME`",
             ) from None
+
+    def unlock(self) -> None:
+        """Open the private key now, asking for the passphrase if it is protected, and keep
+        it in memory only: a long-running command (`devbox watch`) asks once. A store with
+        no key yet has nothing to open."""
+        if (self.home / KEY_FILE).exists():
+            self._private_key()
 
     def key_protected(self) -> bool:
         """Whether the private key is stored encrypted under a passphrase."""

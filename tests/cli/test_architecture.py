@@ -210,15 +210,17 @@ def test_no_class_inherits_from_another_devbox_class():
 
 # Which layer may import which: each layer only from the ones below it.
 LAYERS = {
-    "devbox_cli.store": {"devbox_cli.errors", "devbox_cli.store"},
+    "devbox_cli.store": {"devbox_cli.errors", "devbox_cli.home", "devbox_cli.store"},
     "devbox_cli.engine": {
         "devbox_cli",
         "devbox_cli.errors",
+        "devbox_cli.home",
         "devbox_cli.names",
         "devbox_cli.engine",
     },
     "devbox_cli.services": {
         "devbox_cli.errors",
+        "devbox_cli.home",
         "devbox_cli.names",
         "devbox_cli.store",
         "devbox_cli.engine",

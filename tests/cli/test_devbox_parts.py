@@ -358,7 +358,7 @@ def test_views_as_json():
     assert got["gateways"] == [
         {"prefix": "K", "gateway": "g", "secret": "S", "url": "http://proxy:3128/gw/K"}
     ]
-    assert got["proxy"] == {"id": "def", "status": "running", "health": "ok"}
+    assert got["proxy"] == {"id": "def", "status": "running", "health": "ok", "configured": None}
     assert (got["created_at"], got["egress_network"]) == (None, None)
     assert DeleteResult("b", False).to_json() == {"name": "b", "removed": False}
 

@@ -39,11 +39,13 @@ def test_streams_stay_apart_and_the_exit_status_is_the_commands(engine):
         "User": "1000",
     }
     assert engine.bodies["/exec/e1/start"] == {"Detach": False, "Tty": False}
-    # three requests and no more: only a refused exec pays for an inspect (stopped? paused?)
-    assert engine.seen == [
+    # three requests and the proxy's inspect (sent beside the first: is it configured?), no
+    # more: only a refused exec pays for an inspect of the box (stopped? paused?)
+    assert sorted(engine.seen) == [
+        ("GET", "/containers/devbox-b-proxy/json"),
+        ("GET", "/exec/e1/json"),
         ("POST", "/containers/devbox-b/exec"),
         ("POST", "/exec/e1/start"),
-        ("GET", "/exec/e1/json"),
     ]
 
 
@@ -85,3 +87,71 @@ def test_the_python_api_captures_both_streams(engine, monkeypatch):
     result = Client().exec("b", ["cat"], env={"K": "v"}, stdin="data")
     assert (result.exit_code, result.stdout, result.stderr) == (5, "in:data", "E\n")
     assert engine.bodies["/containers/devbox-b/exec"]["Env"] == ["K=v"]
+
+
+# -- a proxy that needs its config: one inspect tells, the slow path heals ---------------------
+
+PROXY_ID = "ab" * 32
+PROXY_PATH = "/containers/devbox-b-proxy/json"
+
+
+def proxy_state(started: str = "T1", *, running: bool = True, status: str = "running", **extra):
+    state = {"Running": running, "Status": status, "StartedAt": started, **extra}
+    return {"Id": PROXY_ID, "State": state}
+
+
+@pytest.mark.parametrize(
+    ("answer", "recorded", "heals"),
+    [
+        ((200, proxy_state("T1")), "T1", False),  # configured: the fast path only
+        ((200, proxy_state("T2")), "T1", True),  # started again since the push
+        ((200, proxy_state("T1")), None, True),  # never pushed from this DEVBOX_HOME
+        ((200, proxy_state(running=False, status="exited")), "T1", True),  # stopped: start it
+        ((200, proxy_state(running=False, status="restarting")), "T1", False),  # on its way
+        ((200, proxy_state("T2", Paused=True)), "T1", False),
+        ((404, {"message": "no such container"}), "T1", False),
+        ((200, ["not", "an", "object"]), "T1", False),  # a hostile or broken engine
+        ((200, {"Id": "../../etc", "State": {"Running": True, "StartedAt": "T1"}}), "T1", True),
+    ],
+    ids=["configured", "restarted", "no-record", "exited", "restarting", "paused", "missing",
+         "garbage", "bad-id"],
+)  # fmt: skip
+def test_one_inspect_tells_whether_the_proxy_needs_its_config(
+    engine, devbox_home, answer, recorded, heals
+):
+    from devbox_cli.home import PushLedger
+
+    if recorded:
+        PushLedger(devbox_home).record(PROXY_ID, recorded)
+    engine.route("GET", PROXY_PATH, *answer)
+    engine.route("GET", "/version", 200, {"ApiVersion": "1.41"})  # docker-py: the slow path
+    engine.hijack("POST", "/exec/e1/start", lambda _r, w: w.write(UPGRADED + frame(1, b"ran\n")))
+    proc = run("exec", "b", "--", "true", env={"DOCKER_HOST": engine.host})
+    assert (proc.returncode, proc.stdout) == (5, "ran\n")  # the command runs either way
+    assert ("GET", PROXY_PATH) in engine.seen
+    slow = [i for i, seen in enumerate(engine.seen) if seen == ("GET", "/version")]
+    assert bool(slow) is heals, engine.seen
+    if heals:
+        # healed before the command started, and a heal that fails is a warning, not an error
+        assert slow[0] < engine.seen.index(("POST", "/exec/e1/start"))
+        assert "warning:" in proc.stderr and "devbox repair b" in proc.stderr
+    else:
+        assert proc.stderr == ""
+
+
+def test_the_probe_is_closed_when_there_is_no_devbox(engine):
+    engine.route("POST", "/containers/devbox-b/exec", 404, {"message": "no such container"})
+    engine.route("GET", PROXY_PATH, 200, proxy_state("T2"))
+    proc = run("exec", "b", "--", "true", env={"DOCKER_HOST": engine.host})
+    assert proc.returncode == 3 and "no devbox b" in proc.stderr
+    assert ("GET", "/version") not in engine.seen
+
+
+def test_the_python_api_heals_through_the_same_probe(engine, monkeypatch, devbox_home):
+    engine.route("GET", PROXY_PATH, 200, proxy_state("T2"))
+    engine.route("GET", "/version", 200, {"ApiVersion": "1.41"})
+    engine.hijack("POST", "/exec/e1/start", lambda _r, w: w.write(UPGRADED + frame(1, b"x")))
+    monkeypatch.setenv("DOCKER_HOST", engine.host)
+    result = Client().exec("b", ["true"])
+    assert (result.exit_code, result.stdout) == (5, "x")
+    assert engine.seen.index(("GET", "/version")) < engine.seen.index(("POST", "/exec/e1/start"))

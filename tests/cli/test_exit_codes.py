@@ -43,6 +43,9 @@ ENGINE_COMMANDS = {
     ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
+# Without an engine these do not exit 6: doctor reports it (exit 1, tested below) and watch
+# waits for the engine to come (tests/cli/test_watch.py).
+REPORTING = {"doctor", "watch"}
 
 
 def error_lines(stderr: str) -> list[str]:
@@ -65,7 +68,25 @@ def engine(tmp_path):
 def test_every_top_level_command_is_classified():
     """A new command must be added to ENGINE_COMMANDS (or be a store-only group)."""
     commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-    assert commands == {c.split()[0] for c in ENGINE_COMMANDS} | GROUPS
+    assert commands == {c.split()[0] for c in ENGINE_COMMANDS} | GROUPS | REPORTING
+
+
+def test_without_an_engine_doctor_reports_it_fails_and_skips_the_rest(dead_engine):
+    import json
+
+    proc = run("doctor", "-o", "json", env=dead_engine)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["ok"] is False
+    engine, *rest = report["checks"]
+    assert engine["name"] == "engine" and engine["status"] == "fail"
+    assert engine["detail"].startswith("cannot reach the Docker engine at unix://")
+    assert "DOCKER_HOST" in engine["fix"]
+    assert [c["status"] for c in rest] == ["skip"] * len(rest) and rest
+    text = run("doctor", env=dead_engine)
+    assert text.returncode == 1
+    assert "FAIL" in text.stdout and "fix: start Docker" in text.stdout
+    assert "1 of 5 checks failed" in text.stderr
 
 
 @pytest.mark.parametrize(

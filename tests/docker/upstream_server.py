@@ -33,10 +33,22 @@ async def hello(request: web.Request) -> web.Response:
     return web.Response(text=f"hello from {request.host}\n")
 
 
+async def stream(request: web.Request) -> web.StreamResponse:
+    """A line every 0.2 s until the client goes: a request in flight for the fault tests."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/plain"})
+    await resp.prepare(request)
+    tick = 0
+    while True:
+        await resp.write(f"tick {tick}\n".encode())
+        tick += 1
+        await __import__("asyncio").sleep(0.2)
+
+
 async def main() -> None:
     cert, key = sys.argv[1], sys.argv[2]
     app = web.Application()
     app.router.add_post("/v1/messages", messages)
+    app.router.add_get("/stream", stream)
     app.router.add_get("/{tail:.*}", hello)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
