@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, TypeVar, overload
 
+from devbox_cli.services.copy import CopyService
 from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.doctor import Doctor
 from devbox_cli.services.gateways import GatewayService
@@ -29,6 +30,7 @@ from devbox_cli.services.proxy_config import ProxyConfigs
 from devbox_cli.services.proxy_push import ProxyPusher
 from devbox_cli.services.secrets import SecretService
 from devbox_cli.services.snapshots import SnapshotService
+from devbox_cli.services.volumes import VolumeService
 from devbox_cli.store import Store
 
 if TYPE_CHECKING:
@@ -72,6 +74,8 @@ class Client:
         self.healer = Healer(self.engine, self.proxies)
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies, self.healer)
         self.doctor = Doctor(self.engine, self.devboxes)
+        self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
+        self.copies = CopyService(self.engine, self.store)
         self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
         self.snapshots = SnapshotService(self.engine, self.store)
         self.ports = PortForwardService(self.engine)
@@ -124,6 +128,14 @@ class Client:
     run_doctor = _Via("doctor", Doctor.run)
     delete_devboxes = _Via("devboxes", DevboxService.delete)
 
+    copy = _Via("copies", CopyService.copy)
+    copy_to = _Via("copies", CopyService.copy_to)
+    copy_from = _Via("copies", CopyService.copy_from)
+    import_tar = _Via("copies", CopyService.import_tar)
+    export_tar = _Via("copies", CopyService.export_tar)
+
+    list_volumes = _Via("volumes", VolumeService.list)
+    delete_volumes = _Via("volumes", VolumeService.delete)
     stop_devboxes = _Via("lifecycle", LifecycleService.stop)
     start_devboxes = _Via("lifecycle", LifecycleService.start)
     gc = _Via("lifecycle", LifecycleService.gc)

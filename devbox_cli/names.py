@@ -9,6 +9,7 @@ from __future__ import annotations
 from devbox_cli.errors import UsageError
 
 BOX_PREFIX = "devbox-"
+VOLUME_PREFIX = "devbox-vol-"
 MAX_NAME = 63
 MAX_SECRET_NAME = 128
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
@@ -93,6 +94,17 @@ def proxy_container(name: str) -> str:
 
 def box_network(name: str) -> str:
     return f"{BOX_PREFIX}{name}-net"
+
+
+def check_volume_name(name: str) -> str:
+    return _check_name("volume", name, "cache")
+
+
+def volume_name(name: str) -> str:
+    """The Docker volume behind devbox volume NAME: the prefix keeps a devbox volume apart
+    from the engine's other volumes (a compose project's, say), so neither is mounted or
+    deleted for the other."""
+    return f"{VOLUME_PREFIX}{name}"
 
 
 SNAPSHOT_REPO = "devbox-snapshot"

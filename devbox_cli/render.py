@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -85,6 +85,57 @@ def progress(message: str) -> Iterator[Any]:
     console = _console(stderr=True)
     with console.status(_escape(message)) as status:
         yield lambda text: status.update(_escape(text))
+
+
+LARGE_TRANSFER = 8 << 20
+
+
+@contextmanager
+def transfer(description: str) -> Iterator[Callable[[int, int | None], None] | None]:
+    """A progress bar of bytes moved, on a terminal and once a transfer is large. Yields an
+    `update(done, total)` callable (total None: not known), or None when not on a terminal
+    (so the copy need not even count)."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    bar: list[Any] = []
+
+    def update(done: int, total: int | None) -> None:
+        if not bar:
+            if done < LARGE_TRANSFER:
+                return
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TransferSpeedColumn,
+            )
+
+            progress = Progress(
+                TextColumn(_escape(description)),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                console=_console(stderr=True),
+                transient=True,
+            )
+            progress.start()
+            bar.extend([progress, progress.add_task(description, total=total)])
+        bar[0].update(bar[1], completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        if bar:
+            bar[0].stop()
+
+
+def format_bytes(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
 
 
 def _escape(text: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import typer
 
 from devbox_cli.cli import (
+    copy,
     devboxes,
     doctor,
     gateways,
@@ -14,6 +15,7 @@ from devbox_cli.cli import (
     ports,
     secrets,
     snapshots,
+    volumes,
     watch,
 )
 
@@ -28,9 +30,11 @@ app = typer.Typer(
 app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally.")
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
+app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outlives a devbox.")
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
 watch.register(app)
 doctor.register(app)
 lifecycle.register(app)
 ports.register(app)
+copy.register(app)

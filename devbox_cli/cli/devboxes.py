@@ -90,6 +90,24 @@ def create(
             "[default: $DEVBOX_RUNTIME, else the engine's]."
         ),
     ] = None,
+    mount: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--mount",
+            "-m",
+            metavar="SRC[:DST][:ro]",
+            help="Bind-mount a host directory (DST default /workspace). Repeatable.",
+        ),
+    ] = None,
+    volume: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--volume",
+            "-v",
+            metavar="NAME[:DST][:ro]",
+            help="Mount a devbox volume, made on first use; it outlives the devbox. Repeatable.",
+        ),
+    ] = None,
     ttl: Annotated[
         str | None,
         typer.Option(
@@ -116,7 +134,10 @@ def create(
     $HTTPS_PROXY. Real secrets stay in the proxy.
 
         devbox create agent --gateway ANTHROPIC_API_KEY=anthropic-gateway:ANTHROPIC \\
-            --network-policy anthropic-only
+            --network-policy anthropic-only --mount ./project
+
+    With --mount the box's user takes your uid:gid, so what the agent
+    writes there is yours (README: Workspace).
     """
     from devbox_cli import render
     from devbox_cli.services.box_env import parse_env_spec, parse_gateway_specs
@@ -137,6 +158,8 @@ def create(
             tmp_size=tmp_size,
             disk=disk,
             runtime=runtime,
+            mounts=mount or [],
+            volumes=volume or [],
             ttl=ttl,
             from_snapshot=from_snapshot,
             progress=update,
@@ -340,6 +363,7 @@ def _fields(box: Devbox) -> None:
         fields += [("limits", box.limits.describe()), ("hardening", box.limits.hardening())]
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
+    fields += [(m.kind, m.describe()) for m in box.mounts]
     if box.ca:
         fields.append(("intercepts", f"{', '.join(box.ca.hosts)}  (CA sha256 {box.ca.sha256})"))
     render.print_fields(fields)

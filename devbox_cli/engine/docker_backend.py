@@ -8,11 +8,14 @@ a 409 is ConflictError, anything else DevboxRuntimeError.
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
+from urllib.parse import quote
 
 import docker
 import docker.errors
@@ -304,6 +307,80 @@ class DockerBackend:
         """The engine's events for `containers` (ids) of the kinds `events` (`die`, ...), as
         dicts, from now on; the iterator's close() ends it from another thread."""
         return self.events(type=["container"], container=containers, event=list(events))
+
+    # -- volumes ---------------------------------------------------------------------------
+
+    def volume(self, name: str) -> dict[str, Any] | None:
+        with _mapped(f"inspecting volume {name}"):
+            try:
+                return self.api.inspect_volume(name)
+            except docker.errors.NotFound:
+                return None
+
+    def volumes(self, *labels: str) -> list[dict[str, Any]]:
+        with _mapped("listing volumes"):
+            return self.api.volumes(filters={"label": list(labels)}).get("Volumes") or []
+
+    def create_volume(self, name: str, *, labels: dict[str, str]) -> dict[str, Any]:
+        """Docker answers an existing name with that volume, whatever its labels: callers
+        look first (services/workspace.py)."""
+        with _mapped(f"creating volume {name}"):
+            return self.api.create_volume(name, driver="local", labels=labels)
+
+    def remove_volume(self, name: str) -> bool:
+        """False when it was already gone; ConflictError while a container uses it."""
+        with _mapped(f"removing volume {name}"):
+            try:
+                self.api.remove_volume(name)
+            except docker.errors.NotFound:
+                return False
+        return True
+
+    def containers_using_volume(self, name: str) -> list[dict[str, Any]]:
+        """Every container, running or not, that mounts volume `name`."""
+        with _mapped(f"listing the users of volume {name}"):
+            return self.api.containers(all=True, filters={"volume": name})
+
+    # -- archives --------------------------------------------------------------------------
+
+    def _archive(self, method: str, container: str, **kw: Any) -> requests.Response:
+        """The archive endpoint by hand (docker-py has no HEAD, nor put's options); a
+        failure is docker-py's own APIError, which _mapped maps. A HEAD's 404 is returned."""
+        url = f"{self.api.base_url}/v{self.api.api_version}/containers/{quote(container)}/archive"
+        res = self.api.request(method, url, timeout=self.api.timeout, **kw)
+        try:
+            if method != "HEAD" or res.status_code != 404:
+                res.raise_for_status()
+        except requests.exceptions.HTTPError as exc:
+            docker.errors.create_api_error_from_http_exception(exc)  # raises the APIError
+        return res
+
+    def path_stat(self, container: str, path: str) -> dict[str, Any] | None:
+        """What `path` in `container` is (name, size, mode as Go's FileMode, linkTarget),
+        without reading it; None when there is no such path. Works on a stopped container."""
+        with _mapped(f"looking up {path} in {container}"):
+            res = self._archive("HEAD", container, params={"path": path})
+        header = res.headers.get("X-Docker-Container-Path-Stat") or ""
+        return json.loads(base64.b64decode(header) or b"{}") if res.status_code != 404 else None
+
+    def get_archive(
+        self, container: str, path: str, *, chunk_size: int = 1 << 20
+    ) -> tuple[Iterator[bytes], dict[str, Any]]:
+        """A tar stream of `path` in `container`, as chunks, and the path's stat."""
+        with _mapped(f"reading {path} from {container}"):
+            stream, stat = self.api.get_archive(container, path, chunk_size=chunk_size)
+        return self._chunks(stream, f"reading {path} from {container}"), stat or {}
+
+    def _chunks(self, stream: Iterator[bytes], what: str) -> Iterator[bytes]:
+        with _mapped(what):
+            yield from stream
+
+    def put_archive(self, container: str, path: str, chunks: Iterable[bytes]) -> None:
+        """Extract a tar stream (sent chunked as it is read) into directory `path` of the
+        container; a directory is never replaced by a file (noOverwriteDirNonDir)."""
+        with _mapped(f"writing to {path} in {container}"):
+            params = {"path": path, "noOverwriteDirNonDir": "true"}
+            self._archive("PUT", container, params=params, data=iter(chunks))
 
 
 class EventStream:

@@ -9,7 +9,7 @@ import contextlib
 import os
 import secrets
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -58,7 +58,7 @@ class Rollback:
 
     def __init__(self, docker: DockerBackend) -> None:
         self.docker = docker
-        self._made: list[tuple[str, str]] = []  # ("container" | "network", id)
+        self._made: list[tuple[str, str]] = []  # ("container" | "network" | "volume", id)
         self._lock = threading.Lock()
 
     def container(self, ident: str) -> str:
@@ -70,6 +70,11 @@ class Rollback:
         with self._lock:
             self._made.append(("network", ident))
         return ident
+
+    def volume(self, name: str) -> str:
+        with self._lock:
+            self._made.append(("volume", name))
+        return name
 
     def __enter__(self) -> Rollback:
         return self
@@ -85,9 +90,7 @@ class Rollback:
         with self._lock:
             made = list(reversed(self._made))
         for kind, ident in made:
-            remove = (
-                self.docker.remove_container if kind == "container" else self.docker.remove_network
-            )
+            remove = getattr(self.docker, f"remove_{kind}")
             # best effort; the original error is what the user needs to see
             with contextlib.suppress(DevboxError):
                 remove(ident)
@@ -130,10 +133,13 @@ def create_box(
     bindings: tuple[Binding, ...],
     policy: str | None,
     labels: Mapping[str, str] | None = None,
+    user: str | None = None,
+    prepare: Callable[[DockerBackend, str], None] | None = None,
 ) -> str:
     """Create and start the box container on `network` only; `host` is its host config
-    (engine/limits.py: limits and hardening); `labels` are more of its own (they cannot
-    replace the ones every box has). Returns its id."""
+    (engine/limits.py: limits and hardening; engine/workspace.py: mounts); `labels` are
+    more of its own (they cannot replace the ones every box has). `user` overrides the
+    image's user; `prepare` runs once the box is up. Returns its id."""
     from devbox_cli.engine.docker_backend import DockerBackend
 
     docker = DockerBackend()  # its own connection pool: this runs beside the proxy's setup
@@ -158,9 +164,12 @@ def create_box(
             entrypoint=["sleep", "infinity"],
             command=[],
             host=host,
+            **({"user": user} if user else {}),
         )
     )
     docker.start(box_id)
+    if prepare is not None:
+        prepare(docker, box_id)
     return box_id
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from devbox_cli import __version__
 from devbox_cli.engine.limits import BoxLimits
+from devbox_cli.engine.workspace import MountView
 from proxy.config import DEFAULT_PORT, GATEWAY_ROUTE
 
 VERSION = __version__
@@ -99,6 +100,7 @@ class Devbox:
     created_at: str | None = None
     egress_network: str | None = None
     limits: BoxLimits | None = None  # read from `docker inspect`: show and create, not list
+    mounts: tuple[MountView, ...] = ()  # bind mounts and volumes, as Docker has them
     stopped_at: str | None = None  # when a stopped box stopped (its State.FinishedAt)
     expires_at: str | None = None  # its LABEL_EXPIRES, when it has a valid one
     ca: CAView | None = None  # read from the store: show and create, not list
@@ -115,6 +117,7 @@ class Devbox:
             "created_at": self.created_at,
             "egress_network": self.egress_network,
             "limits": self.limits.to_json() if self.limits else None,
+            "mounts": [m.to_json() for m in self.mounts],
             "stopped_at": self.stopped_at,
             "expires_at": self.expires_at,
             "ca": self.ca.to_json() if self.ca else None,

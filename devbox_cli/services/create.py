@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from devbox_cli.engine import images
+from devbox_cli.engine.box_user import prepare
 from devbox_cli.engine.limits import BoxLimits, box_host_config, fit_to_engine, limits_of
 from devbox_cli.engine.topology import (
     DEFAULT_EGRESS,
@@ -38,11 +39,13 @@ from devbox_cli.engine.views import (
     iso_time,
     state_of,
 )
+from devbox_cli.engine.workspace import EMPTY, Mount, VolumeMount, Workspace, host_mounts, mounts_of
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
 from devbox_cli.services.authority import DevboxCA, new_ca
 from devbox_cli.services.box_env import box_environment
 from devbox_cli.services.proxy_push import push_config
+from devbox_cli.services.workspace import make_volumes, plan_workspace
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
@@ -68,6 +71,7 @@ class CreatePlan:
     limits: BoxLimits
     host_config: dict[str, Any]
     egress: str
+    workspace: Workspace = EMPTY  # mounts and volumes (services/workspace.py)
     labels: dict[str, str] = field(default_factory=dict)  # more of the box's (devbox.expires)
     ca: DevboxCA | None = field(default=None, repr=False)  # its key is hazmat
 
@@ -83,6 +87,8 @@ def plan_create(
     env: Mapping[str, str],
     limits: BoxLimits,
     say: Progress,
+    mounts: tuple[Mount, ...] = (),
+    volumes: tuple[VolumeMount, ...] = (),
     labels: Mapping[str, str] | None = None,
 ) -> CreatePlan:
     """Check everything against the store and the engine; raise before anything is made."""
@@ -106,7 +112,10 @@ def plan_create(
                     "build the devbox images with `make images`, or pass an existing --image",
                 )
         egress = egress_network(docker)
-        engine_info = docker.info()
+        workspace = plan_workspace(docker, configs.store.identity(), image, mounts, volumes)
+        host_config = box_host_config(fit_to_engine(limits, docker.info()))
+        if workspace:
+            host_config["mounts"] = host_mounts(workspace)
         ca = making.result() if making is not None else None
     config = configs.build(name, bindings, tokens, policy, ca=ca)  # unknown names raise here
     return CreatePlan(
@@ -119,8 +128,9 @@ def plan_create(
         environment=box_environment(name, bindings, dict(env), tokens, ca_bundle=ca is not None),
         config=config,
         limits=limits,
-        host_config=box_host_config(fit_to_engine(limits, engine_info)),
+        host_config=host_config,
         egress=egress,
+        workspace=workspace,
         labels=dict(labels or {}),
         ca=ca,
     )
@@ -138,7 +148,8 @@ def carry_out(
         if plan.egress == DEFAULT_EGRESS and docker.network(plan.egress) is None:
             make_default_egress(docker)
         net = made.network(create_box_network(docker, plan.name, plan.store))
-        box = pool.submit(_make_box, made, plan, net)
+        workspace = make_volumes(docker, made, plan.workspace, plan.store)
+        box = pool.submit(_make_box, made, plan, net, workspace)
         say("starting the proxy")
         proxy_id = made.container(
             create_proxy(docker, plan.name, plan.store, plan.proxy_image, net, plan.egress)
@@ -166,11 +177,12 @@ def carry_out(
         created_at=iso_time(info.get("Created") if info else None),
         egress_network=plan.egress,
         limits=limits_of(info.get("HostConfig") or {}),
+        mounts=mounts_of(info or {}),
         expires_at=expiry_text(plan.labels),
     )
 
 
-def _make_box(made: Rollback, plan: CreatePlan, network: str) -> str:
+def _make_box(made: Rollback, plan: CreatePlan, network: str, workspace: Workspace) -> str:
     """The box (on a worker thread), trusting the devbox's CA when it has one."""
     box_id = create_box(
         made,
@@ -182,6 +194,8 @@ def _make_box(made: Rollback, plan: CreatePlan, network: str) -> str:
         host=plan.host_config,
         bindings=plan.bindings,
         policy=plan.policy,
+        user=workspace.owner.user if workspace.owner else None,
+        prepare=(lambda d, box_id: prepare(d, box_id, workspace)) if workspace else None,
         labels=plan.labels,
     )
     if plan.ca is not None:

@@ -18,7 +18,7 @@ proxy_push.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,7 @@ from devbox_cli.engine.views import (
     stopped_text,
     utc_label,
 )
+from devbox_cli.engine.workspace import Mount, VolumeMount, mounts_of
 from devbox_cli.errors import NotFoundError, UsageError
 from devbox_cli.names import box_container, box_network, check_devbox_name, proxy_container
 from devbox_cli.services.box_env import box_environment, to_bindings
@@ -55,6 +56,7 @@ from devbox_cli.services.egress import EgressRecord, egress_records
 from devbox_cli.services.healing import Healer, HealResult
 from devbox_cli.services.proxy_push import PROXY_PYTHON
 from devbox_cli.services.snapshots import resolve_snapshot
+from devbox_cli.services.workspace import check_specs
 
 if TYPE_CHECKING:
     from devbox_cli.engine.docker_backend import DockerBackend
@@ -97,6 +99,8 @@ class DevboxService:
         tmp_size: str | int | None = None,
         disk: str | int | None = None,
         runtime: str | None = None,
+        mounts: Sequence[str | Mount] = (),
+        volumes: Sequence[str | VolumeMount] = (),
         ttl: str | timedelta | None = None,
         from_snapshot: str | None = None,
         progress: Progress | None = None,
@@ -104,7 +108,9 @@ class DevboxService:
         """Create a devbox and return once it can run commands (proxy configured, box up).
         Everything is validated before anything is created; on a later failure whatever was
         made is removed again. Each limit not given comes from its DEVBOX_* variable, else
-        the default (engine/limits.py; README: Limits of a devbox).
+        the default (engine/limits.py; README: Limits of a devbox). `mounts` are host
+        directories (`SRC[:DST][:ro]` or Mount), `volumes` devbox volumes (`NAME[:DST][:ro]`
+        or VolumeMount), made on first use (README: Workspace).
 
         ttl (e.g. "8h", "3d", or a timedelta) records an expiry, after which `devbox gc`
         deletes it; from_snapshot starts the box from this store's snapshot of that name
@@ -121,6 +127,7 @@ class DevboxService:
         limits = resolve_limits(
             cpus=cpus, memory=memory, pids=pids_limit, tmp_size=tmp_size, disk=disk, runtime=runtime
         )
+        binds, vols = check_specs(mounts, volumes, store_home=str(self.configs.store.home))
         docker = self.engine()
         if from_snapshot is not None:
             image = resolve_snapshot(docker, self.configs.store.identity(), from_snapshot)
@@ -134,6 +141,8 @@ class DevboxService:
             env=env or {},
             limits=limits,
             say=say,
+            mounts=binds,
+            volumes=vols,
             labels=labels,
         )
         ledger = self.proxies.ledger
@@ -185,6 +194,7 @@ class DevboxService:
                     ),
                     created_at=iso_time(box.get("Created")) if box else None,
                     egress_network=((proxy or {}).get("Labels") or {}).get(LABEL_EGRESS),
+                    mounts=mounts_of(box or {}),
                     stopped_at=stopped_text(stopped),
                     expires_at=expiry_text(labels),
                 )
@@ -243,6 +253,7 @@ class DevboxService:
             created_at=iso_time(box.get("Created")) if box else None,
             egress_network=((proxy or {}).get("Config", {}).get("Labels") or {}).get(LABEL_EGRESS),
             limits=limits_of(box.get("HostConfig") or {}) if box else None,
+            mounts=mounts_of(box or {}),
             stopped_at=stopped_text(box),
             expires_at=expiry_text(labels),
             ca=ca.view() if (ca := self.configs.authorities.summary(name)) else None,

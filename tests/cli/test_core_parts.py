@@ -98,6 +98,9 @@ class Engine:
     def remove_network(self, ident: str) -> bool:
         return self._remove(f"network {ident}")
 
+    def remove_volume(self, ident: str) -> bool:
+        return self._remove(f"volume {ident}")
+
     def _remove(self, what: str) -> bool:
         if what.endswith(self.broken or "\0"):
             raise DevboxRuntimeError(f"removing {what} failed")
@@ -109,12 +112,14 @@ def test_a_failed_create_is_rolled_back_newest_first_and_the_error_kept():
     engine = Engine(broken="proxy")
     with pytest.raises(UsageError, match="late failure"), Rollback(engine) as made:  # type: ignore[arg-type]
         made.network("net")
+        made.volume("vol")
         worker = threading.Thread(target=made.container, args=("box",))
         worker.start()
         worker.join()
         made.container("proxy")
         raise UsageError("late failure")
-    assert engine.removed == ["container box", "network net"]  # the proxy's removal failed
+    # the proxy's removal failed
+    assert engine.removed == ["container box", "volume vol", "network net"]
 
 
 def test_a_clean_create_is_not_rolled_back():

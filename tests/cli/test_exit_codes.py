@@ -21,6 +21,14 @@ ENGINE_COMMANDS = {
     "logs": [["logs", "box1"], ["logs", "box1", "--egress", "-f"]],
     "repair": [["repair", "box1"]],
     "delete": [["delete", "box1"], ["delete", "--all"]],
+    "cp": [
+        ["cp", "box1:/etc/hostname", "."],
+        ["cp", ".", "box1:/workspace"],
+        ["cp", "box1:/x", "-"],
+    ],
+    "volume": [["volume", "list"], ["volume", "delete", "v1", "--force"]],
+    # and with mounts, once their host paths passed
+    "create --mount": [["create", "box1", "--mount", ".:/workspace", "--volume", "v1:/data"]],
     "stop": [["stop", "box1", "box2"]],
     "start": [["start", "box1"]],
     "gc": [["gc"], ["gc", "--stopped-for", "3d", "--dry-run", "-o", "json"]],
@@ -60,7 +68,7 @@ def engine(tmp_path):
 def test_every_top_level_command_is_classified():
     """A new command must be added to ENGINE_COMMANDS (or be a store-only group)."""
     commands = set(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
-    assert commands == set(ENGINE_COMMANDS) | GROUPS | REPORTING
+    assert commands == {c.split()[0] for c in ENGINE_COMMANDS} | GROUPS | REPORTING
 
 
 def test_without_an_engine_doctor_reports_it_fails_and_skips_the_rest(dead_engine):
@@ -118,6 +126,8 @@ def test_store_commands_work_without_an_engine(dead_engine):
         (["show", "box1"], "error: inspecting container devbox-box1: fake engine"),
         (["delete", "box1"], "error: listing containers: fake engine"),
         (["exec", "box1", "--", "true"], "error: docker exec in devbox box1 failed: fake engine"),
+        (["volume", "list"], "error: listing containers: fake engine"),
+        (["cp", "box1:/x", "."], "error: inspecting container devbox-box1: fake engine"),
     ],
 )
 def test_an_engine_that_fails_a_request_is_exit_7(engine, args, message):

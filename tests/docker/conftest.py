@@ -61,6 +61,15 @@ def _cleanup() -> None:
         ids = docker("network", "ls", "-q", "--filter", filt, check=False).stdout.split()
         if ids:
             docker("network", "rm", *ids, check=False)
+    volumes = run_volumes()
+    if volumes:
+        docker("volume", "rm", "-f", *volumes, check=False)
+
+
+def run_volumes() -> list[str]:
+    """Every volume of this run: devbox volumes are named devbox-vol-<RUN>-..."""
+    names = docker("volume", "ls", "-q", "--filter", f"name={RUN}", check=False).stdout.split()
+    return sorted(n for n in names if RUN in n)
 
 
 @dataclass
