@@ -47,9 +47,7 @@ lint: install
 # Mutation testing of the security core (config: [tool.mutmut] in pyproject.toml). Slow and
 # never part of `make test`; one child process. Narrow it with e.g. MUTANTS='proxy.paths*'.
 MUTANTS ?= proxy.redact* proxy.paths* proxy.policy* proxy.hosts* devbox_cli.store.sealing* \
-	proxy.gateway.x_check_binding* proxy.gateway.x__presented_tokens* proxy.gateway.x__authorized* \
-	proxy.gateway.x__credential_headers* proxy.gateway.x__upstream_query* \
-	proxy.gateway.x__upstream_headers* proxy.gateway.x_redactor_for* proxy.gateway.x__split_target*
+	proxy.swap* proxy.gateway.x_check_binding* proxy.gateway.x__split_target*
 mutants: install
 	$(BIN)/pip install -q -e '.[dev,mutation]'
 	$(BIN)/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')

@@ -1,5 +1,7 @@
 """Benchmark: gateway requests through the proxy vs. direct to the same upstream, and vs. the
-floor of any aiohttp relay (a bare server + client passing the request on, nothing else).
+floor of any aiohttp relay (a bare server + client passing the request on, nothing else);
+then, in the same run, an HTTPS upstream reached directly, through a gateway route and as an
+intercepted host (bench/bench_tls.py).
 
     make bench-proxy            (or: .venv/bin/python bench/bench_proxy.py [--seconds 3])
 
@@ -30,9 +32,12 @@ import aiohttp
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_tls import TlsSetup, measure_tls, report_tls  # noqa: E402
 from proxy.config import Auth, GatewayBinding, ProxyConfig  # noqa: E402
 
 TOKEN = "gwt_bench_bench_bench_bench_bench_0000"
+TLS_TOKEN = "gwt_bench_tls_route_bench_bench_0001"
+HOST_TOKEN = "gwt_bench_intercepted_bench_bench_02"
 SECRET = "sk-bench-real-credential-0123456789"
 
 UPSTREAM = r"""
@@ -48,10 +53,19 @@ async def sse(request):
     await asyncio.sleep(0.005)
     await resp.write(b"event: message_stop\ndata: {}\n\n")
     return resp
-app = web.Application()
-app.router.add_get("/v1/small", small)
-app.router.add_get("/v1/sse", sse)
-web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None, access_log=None)
+async def serve():
+    import ssl
+    app = web.Application()
+    app.router.add_get("/v1/small", small)
+    app.router.add_get("/v1/sse", sse)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[1])).start()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(sys.argv[3], sys.argv[4])
+    await web.TCPSite(runner, "127.0.0.1", int(sys.argv[2]), ssl_context=tls).start()
+    await asyncio.Event().wait()
+asyncio.run(serve())
 """
 
 # The floor: the least an aiohttp relay can do per request (no token, no audit, no redaction).
@@ -154,9 +168,10 @@ def pct(samples: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
 
 
-async def measure(args) -> dict[str, dict[str, float]]:
-    up_port, proxy_port, floor_port = free_port(), free_port(), free_port()
+async def measure(args) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    up_port, proxy_port, floor_port, tls_port = free_port(), free_port(), free_port(), free_port()
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
+    tls_setup = TlsSetup(tmp, tls_port)
     config = ProxyConfig(
         devbox="bench",
         gateways=(
@@ -167,7 +182,9 @@ async def measure(args) -> dict[str, dict[str, float]]:
                 auth=Auth("bearer"),
                 credential=SECRET,
             ),
+            *tls_setup.bindings(TLS_TOKEN, HOST_TOKEN, SECRET),
         ),
+        ca=tls_setup.devbox_ca,
     )
     cfg = tmp / "config.json"
     fd = os.open(cfg, os.O_WRONLY | os.O_CREAT, 0o600)
@@ -175,7 +192,11 @@ async def measure(args) -> dict[str, dict[str, float]]:
     os.close(fd)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     procs = [
-        subprocess.Popen([sys.executable, "-c", UPSTREAM, str(up_port)], env=env),
+        subprocess.Popen(
+            [sys.executable, "-c", UPSTREAM, str(up_port), str(tls_port),
+             str(tls_setup.cert), str(tls_setup.key)],
+            env=env,
+        ),
         subprocess.Popen(
             [sys.executable, "-m", "proxy", "--serve", "--log-level", "warning",
              "--listen", f"127.0.0.1:{proxy_port}", "--config", str(cfg),
@@ -227,6 +248,18 @@ async def measure(args) -> dict[str, dict[str, float]]:
                     "sse_ttfb_p50": statistics.median(first) * 1000,
                     "requests": len(lat),
                 }
+        tls = await measure_tls(
+            tls_setup,
+            f"http://127.0.0.1:{proxy_port}",
+            {
+                "gateway": {"Authorization": f"Bearer {TLS_TOKEN}"},
+                "intercepted": {"Authorization": f"Bearer {HOST_TOKEN}"},
+            },
+            {"upstream": procs[0].pid, "proxy": procs[1].pid},
+            args.seconds,
+            cpu_seconds,
+            pct,
+        )
     finally:
         for proc in procs:
             proc.terminate()
@@ -236,7 +269,7 @@ async def measure(args) -> dict[str, dict[str, float]]:
             if path.is_file() or path.is_socket():
                 path.unlink()
         tmp.rmdir()
-    return results
+    return results, tls
 
 
 def machine() -> str:
@@ -297,7 +330,9 @@ def write_benchmarks(table: str, args) -> None:
         "redaction), in the same run. Upstream, relay and proxy run in their own processes; "
         "relay and proxy are pinned to one core, the upstream and the load generator share "
         f"the other. Latency: one client, {args.seconds:.0f} s; requests/s: 32 concurrent "
-        f"clients, {args.seconds:.0f} s; SSE: {args.sse} streams, time to the first event.\n\n"
+        f"clients, {args.seconds:.0f} s; SSE: {args.sse} streams, time to the first event. "
+        "Then an HTTPS upstream (bench/bench_tls.py): direct, through a gateway route and as a "
+        "host gateway's intercepted host, one client, on a reused and on a new connection.\n\n"
         f"Machine: {machine()}.\n\n{table}\n"
     )
     # Only the measured part between the markers is replaced; notes around it stay.
@@ -317,8 +352,8 @@ def main() -> int:
     parser.add_argument("--sse", type=int, default=50)
     parser.add_argument("--write", action="store_true", help="record the results in BENCHMARKS.md")
     args = parser.parse_args()
-    results = asyncio.run(measure(args))
-    table = report(results)
+    results, tls = asyncio.run(measure(args))
+    table = report(results) + "\n\n" + report_tls(tls)
     print(f"Machine: {machine()}\n")
     print(table)
     if args.write:

@@ -1,8 +1,9 @@
 """The egress log: one JSON line per request or tunnel, on stdout (so `docker logs` shows it).
 
-Fields: time, kind (gateway|forward|connect), method, host, port, path (never the query),
-status, decision, rule, bytes_in, bytes_out, duration_ms, devbox, prefix. Nothing else goes
-in, so no header, token, credential or query value can reach the log.
+Fields: time, kind (gateway|forward|connect|intercept), method, host, port, path (never the
+query), status, decision, rule, bytes_in, bytes_out, duration_ms, devbox, prefix, credential
+(whether the real credential was sent: gateway and intercepted requests; null elsewhere).
+Nothing else goes in, so no header, token, credential or query value can reach the log.
 
 Every handler fills one `Record` as it goes and writes it with `recorded` (exactly once,
 whatever happens); the line is built in `Record.line` alone.
@@ -37,6 +38,7 @@ FIELDS = (
     "duration_ms",
     "devbox",
     "prefix",
+    "credential",
 )
 
 
@@ -81,9 +83,9 @@ def strip_query(path: str) -> str:
 class Record:
     """What the audit line of one request or tunnel will say; filled in as it goes.
 
-    Byte counts keep the meaning each side has always logged: on a gateway route bytes_in
-    is the request body and bytes_out the response body; on the forward side bytes_out is
-    what went to the upstream and bytes_in what came back from it.
+    Byte counts keep the meaning each side has always logged: on a gateway route (and an
+    intercepted request) bytes_in is the request body and bytes_out the response body; on
+    the forward side bytes_out is what went to the upstream and bytes_in what came back.
     """
 
     kind: str
@@ -98,6 +100,7 @@ class Record:
     bytes_in: int = 0
     bytes_out: int = 0
     prefix: str | None = None
+    credential: bool | None = None
 
     def line(self, devbox: str | None) -> dict[str, Any]:
         return {
@@ -115,6 +118,7 @@ class Record:
             "duration_ms": round((time.monotonic() - self.started) * 1000, 3),
             "devbox": devbox,
             "prefix": self.prefix,
+            "credential": self.credential,
         }
 
 

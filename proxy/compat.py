@@ -5,10 +5,14 @@ and takes connections over for CONNECT tunnels; both reach into attributes aioht
 promise to keep. The package and the proxy image pin aiohttp to AIOHTTP_RANGE, and
 `check()` runs when the proxy starts, so an aiohttp that moved them fails loudly at start-up
 instead of quietly losing a limit.
+
+cryptography (the interception CA's leaf certificates, proxy/certs.py) is pinned the same
+way; its range is checked from the installed metadata, without importing it at start-up.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import inspect
 import re
 from typing import Any
@@ -21,8 +25,11 @@ from aiohttp.web_protocol import RequestHandler
 # holds them to it).
 AIOHTTP_RANGE = (3, 14, 5), (3, 15)
 AIOHTTP_SPEC = "aiohttp>=3.14.5,<3.15"
+CRYPTOGRAPHY_RANGE = (44,), (51,)
+CRYPTOGRAPHY_SPEC = "cryptography>=44,<51"
 
-# RequestHandler attributes used by proxy.app._Protocol and proxy.tunnel.
+# RequestHandler attributes used by proxy.server.LimitedProtocol, proxy.tunnel and
+# proxy.intercept.
 HANDLER_ATTRS = (
     "_manager",
     "_loop",
@@ -34,7 +41,7 @@ HANDLER_ATTRS = (
     "_current_request",
     "_request_in_progress",
 )
-# web.Server attributes used by proxy.app._Server to make its own protocol objects.
+# web.Server attributes used by proxy.server.LimitedServer to make its own protocol objects.
 SERVER_ATTRS = ("_loop", "_kwargs")
 # The signature proxy.pinning.PinnedConnector overrides (the gateway's connect-time pin).
 CONNECT_PARAMS = ("self", "req", "traces", "timeout")
@@ -52,6 +59,14 @@ def problems(server: web.Server | None = None) -> list[str]:
     version = _version(aiohttp.__version__)
     if not low <= version < high:
         found.append(f"aiohttp {aiohttp.__version__} is outside the tested range {AIOHTTP_SPEC}")
+    try:
+        crypto = importlib.metadata.version("cryptography")
+    except importlib.metadata.PackageNotFoundError:
+        found.append(f"cryptography is not installed ({CRYPTOGRAPHY_SPEC})")
+    else:
+        low, high = CRYPTOGRAPHY_RANGE
+        if not low <= _version(crypto) < high:
+            found.append(f"cryptography {crypto} is outside the tested range {CRYPTOGRAPHY_SPEC}")
     slots: set[str] = set()
     for klass in RequestHandler.__mro__:
         slots.update(getattr(klass, "__slots__", ()))
@@ -72,5 +87,5 @@ def check(server: web.Server | None = None) -> None:
         raise RuntimeError(
             "this proxy relies on aiohttp internals that changed: "
             + ", ".join(found)
-            + f" (install {AIOHTTP_SPEC})"
+            + f" (install {AIOHTTP_SPEC} {CRYPTOGRAPHY_SPEC})"
         )

@@ -14,7 +14,10 @@ JSON shape (version 1):
         {
           "prefix": "ANTHROPIC_API_KEY",          # env var name; route is /gw/<prefix>/
           "token": "gwt_...",                     # the worthless token the devbox holds
-          "endpoint": "https://api.anthropic.com",# upstream base URL, may carry a path prefix
+          "endpoint": "https://api.anthropic.com",# upstream base URL, may carry a path prefix;
+                                                  # null: no route, only intercepted hosts
+          "hosts": ["github.com", "git.corp:8443"], # intercepted (TLS terminated) hosts, port
+                                                  # 443 unless given; each needs "ca"
           "auth": {"type": "bearer"},             # or header+key, basic, query+key
           "credential": "sk-ant-...",             # the real secret (hazmat)
           "headers": [{"name": "x-org", "value": "acme"}],
@@ -22,10 +25,14 @@ JSON shape (version 1):
         }
       ],
       "policy": null or {"name": "p", "allow": [...], "deny": [...],
-                         "allow_cidr": [...], "allow_all": false}
+                         "allow_cidr": [...], "allow_all": false},
+      "ca": null or {"cert": "-----BEGIN CERTIFICATE-----...",
+                     "key": "-----BEGIN PRIVATE KEY-----..."}   # hazmat
     }
 
-`policy: null` means no policy attached: every public destination is allowed.
+`policy: null` means no policy attached: every public destination is allowed. `ca` is the
+devbox's interception CA (proxy/certs.py), which mints the certificates of the hosts the
+gateways intercept; a host is named by one gateway of a devbox at most.
 """
 
 from __future__ import annotations
@@ -83,16 +90,18 @@ class Header:
 class GatewayBinding:
     prefix: str
     token: str = field(repr=False)
-    endpoint: str
+    endpoint: str | None  # None: a host gateway only, its /gw/<prefix>/ route answers 404
     auth: Auth
     credential: str = field(repr=False)
     headers: tuple[Header, ...] = ()
     ca_cert: str | None = field(default=None, repr=False)
+    hosts: tuple[str, ...] = ()  # intercepted hosts, `host` or `host:port`
 
     def __repr__(self) -> str:
         return (
             f"GatewayBinding(prefix={self.prefix!r}, endpoint={self.endpoint!r}, "
-            f"auth={self.auth!r}, token='***', credential='***', headers={self.headers!r})"
+            f"hosts={self.hosts!r}, auth={self.auth!r}, token='***', credential='***', "
+            f"headers={self.headers!r})"
         )
 
     def secret_values(self) -> tuple[str, ...]:
@@ -119,10 +128,25 @@ class PolicySpec:
 
 
 @dataclass(frozen=True)
+class Authority:
+    """A devbox's interception CA as PEM text: `cert` is public, `key` is hazmat."""
+
+    cert: str
+    key: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return "Authority(cert=..., key='***')"
+
+    def to_json(self) -> dict[str, str]:
+        return {"cert": self.cert, "key": self.key}
+
+
+@dataclass(frozen=True)
 class ProxyConfig:
     devbox: str
     gateways: tuple[GatewayBinding, ...] = ()
     policy: PolicySpec | None = None
+    ca: Authority | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -139,10 +163,12 @@ class ProxyConfig:
                         {"name": h.name, "value": h.value, "secret": h.secret} for h in g.headers
                     ],
                     "ca_cert": g.ca_cert,
+                    "hosts": list(g.hosts),
                 }
                 for g in self.gateways
             ],
             "policy": self.policy.to_json() if self.policy else None,
+            "ca": self.ca.to_json() if self.ca else None,
         }
 
     def dumps(self) -> bytes:
@@ -166,11 +192,14 @@ class ProxyConfig:
         prefixes = [g.prefix for g in gateways]
         if len(set(prefixes)) != len(prefixes):
             raise ConfigError("gateway prefixes must be unique")
-        policy = raw.get("policy")
+        policy, ca = raw.get("policy"), raw.get("ca")
+        if ca is not None and not isinstance(ca, dict):
+            raise ConfigError("ca must be an object or null")
         return cls(
             devbox=_str(raw, "devbox"),
             gateways=gateways,
             policy=None if policy is None else _policy(policy),
+            ca=None if ca is None else Authority(cert=_str(ca, "cert"), key=_str(ca, "key")),
         )
 
 
@@ -209,10 +238,17 @@ def _gateway(raw: Any, index: int) -> GatewayBinding:
     )
     if len(headers) != len(headers_raw):
         raise ConfigError(f"gateways[{index}].headers must be objects")
+    hosts = _list(raw, "hosts")
+    if not all(isinstance(h, str) and h for h in hosts):
+        raise ConfigError(f"gateways[{index}].hosts must be a list of host names")
+    # Neither an endpoint nor hosts is allowed: a host gateway bound to a devbox whose CA
+    # covers none of its hosts does nothing there (its route answers 404).
+    endpoint = _str(raw, "endpoint", optional=True)
     return GatewayBinding(
         prefix=_str(raw, "prefix"),
         token=_str(raw, "token"),
-        endpoint=_str(raw, "endpoint"),
+        endpoint=endpoint,
+        hosts=tuple(hosts),
         auth=auth,
         credential=_str(raw, "credential"),
         headers=headers,

@@ -1,6 +1,7 @@
 """CONNECT tunnels under the policy: admit the target (proxy/egress.py), connect to a checked
 address, answer 200 and pipe bytes (proxy/tunnel.py), reading first what the tunnel carries
 (proxy/tunnel_guard.py): the TLS server name and every plain-HTTP Host must be the target.
+A CONNECT to a host a gateway intercepts is no tunnel: proxy/intercept.py serves it.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import time
 
 from aiohttp import web
 
-from proxy import audit
+from proxy import audit, intercept
 from proxy.context import ProxyContext
 from proxy.egress import Target, admit, answered, make_target, parse_authority
 from proxy.errors import ProxyError
@@ -31,6 +32,10 @@ async def _connect(
     host, port = parse_authority(request.raw_path, default_port=None)
     target = make_target(host, port)
     record.host, record.port = target.host, target.port
+    state = ctx.state
+    binding = state.intercepts.get((target.host, target.port)) if state is not None else None
+    if binding is not None:
+        return await intercept.serve(request, ctx, target, binding, record)
     addresses = await admit(ctx, target, record)
     guard = TunnelGuard(*inside_checks(ctx, target))
     tunnel = Tunnel(ctx.settings.idle_timeout, guard, ctx.settings.header_timeout)

@@ -18,6 +18,7 @@ from proxy.hosts import IPAddress
 if TYPE_CHECKING:
     import aiohttp
 
+    from proxy.certs import LeafCache
     from proxy.config import GatewayBinding, ProxyConfig
     from proxy.policy import Policy
     from proxy.redact import Redactor
@@ -52,6 +53,12 @@ class State:
     upstream_ssl: dict[str, ssl.SSLContext] = field(default_factory=dict)
     # per-gateway redaction of reflected credentials, compiled once per load
     redactors: dict[str, Redactor] = field(default_factory=dict)
+    # every gateway token of the devbox: none of them ever goes upstream
+    tokens: tuple[str, ...] = ()
+    # (host, port) -> the gateway whose credential goes to it; TLS terminated by the proxy
+    intercepts: dict[tuple[str, int], GatewayBinding] = field(default_factory=dict)
+    # the leaf certificates of those hosts, minted with the devbox's CA (None: no CA)
+    leaves: LeafCache | None = None
 
 
 @dataclass

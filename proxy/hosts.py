@@ -282,3 +282,44 @@ def normalize_host(host: str) -> str:
     """Lower case, one trailing dot dropped, IDNA to punycode, [] stripped from IPv6; an IP
     literal in any spelling comes back in its canonical form. Raises PolicyError."""
     return normalize(host)[0]
+
+
+# --- the hosts a host gateway intercepts ------------------------------------------------
+
+INTERCEPT_PORT = 443
+
+
+def parse_intercept_host(text: str) -> tuple[str, int]:
+    """`host` or `host:port` of a host gateway -> (normalized name, port; 443 unless given).
+    Only a DNS name: the proxy mints a certificate for it and its CA is constrained to
+    names, so an IP literal, a wildcard, a URL or a path is refused (PolicyError)."""
+    if not isinstance(text, str) or not text.strip():
+        raise PolicyError("the host is empty")
+    if "://" in text or any(c in text for c in "/?#@"):
+        raise PolicyError(f"{text!r} must be a host name, not a URL (e.g. github.com)")
+    if "*" in text:
+        raise PolicyError(f"{text!r}: a host gateway names exact hosts, not wildcards")
+    if text.startswith("["):
+        raise PolicyError(f"{text!r} is an IP address: a host gateway names DNS hosts")
+    host, port = text, INTERCEPT_PORT
+    if text.count(":") == 1:  # more than one: an IPv6 literal, refused below
+        host, _, port_text = text.partition(":")
+        parsed = parse_port(port_text)
+        if parsed is None:
+            raise PolicyError(f"{text!r} has an invalid port: use 1-65535")
+        port = parsed
+    name, ip = normalize(host)
+    if ip is not None:
+        raise PolicyError(f"{text!r} is an IP address: a host gateway names DNS hosts")
+    return name, port
+
+
+def intercept_host_text(name: str, port: int) -> str:
+    """The one spelling of a host gateway's host: `name`, or `name:port` off 443."""
+    return name if port == INTERCEPT_PORT else f"{name}:{port}"
+
+
+def in_subtrees(name: str, subtrees: tuple[str, ...] | list[str]) -> bool:
+    """Whether DNS `name` is inside one of `subtrees` as an X.509 name constraint reads it
+    (RFC 5280: the name itself and every name below it): what a devbox CA may vouch for."""
+    return any(name == s or name.endswith("." + s) for s in subtrees)

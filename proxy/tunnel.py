@@ -219,7 +219,7 @@ class Tunnel:
         protocol = request.protocol
         if transport is None or transport.is_closing():
             return False
-        early = _early_bytes(request)
+        early = early_bytes(request)
         self.client.transport = transport
         # aiohttp still tracks this connection: tell it when the tunnel is over (not when the
         # client closes: aiohttp would cancel this handler before the upstream got the last
@@ -297,7 +297,7 @@ class Detached(web.StreamResponse):
         return None
 
 
-def _early_bytes(request: web.BaseRequest) -> bytes:
+def early_bytes(request: web.BaseRequest) -> bytes:
     """Bytes the client sent right behind the CONNECT head (e.g. an eager TLS ClientHello).
 
     Depending on the parser (C or pure Python) aiohttp keeps them in the request payload or in

@@ -364,6 +364,8 @@ def _fields(box: Devbox) -> None:
     for g in box.gateways:
         fields.append((f"${g.prefix}_URL", f"{g.url}  ({g.gateway} with secret {g.secret})"))
     fields += [(m.kind, m.describe()) for m in box.mounts]
+    if box.ca:
+        fields.append(("intercepts", f"{', '.join(box.ca.hosts)}  (CA sha256 {box.ca.sha256})"))
     render.print_fields(fields)
 
 

@@ -1,4 +1,5 @@
-"""`devbox gateway ...`: Agent Gateway configs (endpoint, auth, headers, CA bundle)."""
+"""`devbox gateway ...`: Agent Gateway configs (endpoint, intercepted hosts, auth, headers,
+CA bundle)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,20 @@ HeaderOpt = Annotated[
         help="Custom header, NAME=VALUE or NAME=secret:SECRET; repeatable, at most 8.",
     ),
 ]
+HostOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host",
+        metavar="HOST[:PORT]",
+        help="Intercept HTTPS to HOST (port 443 unless given): any tool gets the credential. "
+        "Repeatable.",
+    ),
+]
 CaCertOpt = Annotated[
     Path | None,
-    typer.Option("--ca-cert", metavar="FILE", help="PEM bundle to trust for this endpoint."),
+    typer.Option(
+        "--ca-cert", metavar="FILE", help="PEM bundle to trust for the endpoint and hosts."
+    ),
 ]
 DescriptionOpt = Annotated[str | None, typer.Option("--description", help="Free text.")]
 PresetOpt = Annotated[
@@ -57,6 +69,7 @@ PresetOpt = Annotated[
 def create(
     name: NameArg,
     endpoint: EndpointOpt = None,
+    host: HostOpt = None,
     auth: AuthOpt = None,
     header: HeaderOpt = None,
     ca_cert: CaCertOpt = None,
@@ -70,26 +83,48 @@ def create(
     sends `HEADER: <secret>`; basic sends the secret (user:pass)
     base64-encoded; query:PARAM adds PARAM=<secret> to the query.
 
+    --host makes it a host gateway: the devbox's proxy terminates HTTPS
+    to that host with a certificate from the devbox's own CA and swaps
+    the devbox's $PREFIX token for the credential wherever a client puts
+    it (Bearer, Basic user or password, x-api-key, the auth's header).
+
         devbox gateway create anthropic --preset anthropic
         devbox gateway create internal --endpoint https://llm.corp/v1 \\
             --auth header:x-api-key --ca-cert corp-ca.pem
+        devbox gateway create github --host github.com --auth basic
     """
     gateway = make_client().create_gateway(
         name,
         endpoint,
+        hosts=host or (),
         auth=auth,
         headers=header or (),
         ca_cert=ca_cert,
         description=description,
         preset=preset,
     )
-    _done(gateway, f"created gateway {name} → {gateway.endpoint}", output)
+    _done(gateway, f"created gateway {name} → {_where(gateway)}", output)
 
 
 @app.command("update")
 def update(
     name: NameArg,
     endpoint: EndpointOpt = None,
+    no_endpoint: Annotated[
+        bool, typer.Option("--no-endpoint", help="Drop the endpoint: a host gateway only.")
+    ] = False,
+    host: Annotated[
+        list[str] | None,
+        typer.Option("--host", metavar="HOST[:PORT]", help="Replace the intercepted hosts."),
+    ] = None,
+    add_host: Annotated[
+        list[str] | None,
+        typer.Option("--add-host", metavar="HOST[:PORT]", help="Intercept one more host."),
+    ] = None,
+    remove_host: Annotated[
+        list[str] | None,
+        typer.Option("--remove-host", metavar="HOST[:PORT]", help="Stop intercepting a host."),
+    ] = None,
     auth: AuthOpt = None,
     header: Annotated[
         list[str] | None,
@@ -116,15 +151,21 @@ def update(
 ) -> None:
     """Change a gateway. Unnamed settings stay as they are.
 
-    Running devboxes keep the old config until they are recreated.
+    Running devboxes that use it get the change live. A host added is
+    intercepted by devboxes created from then on: a devbox's CA covers
+    the hosts its gateways named when it was made.
     """
     from devbox_cli.errors import UsageError
 
     if no_ca_cert and ca_cert is not None:
         raise UsageError("--ca-cert and --no-ca-cert contradict each other")
+    if no_endpoint and endpoint is not None:
+        raise UsageError("--endpoint and --no-endpoint contradict each other")
     changes: dict[str, object] = {}
-    if endpoint is not None:
+    if endpoint is not None or no_endpoint:
         changes["endpoint"] = endpoint
+    if host is not None:
+        changes["hosts"] = host
     if auth is not None:
         changes["auth"] = auth
     if clear_headers:
@@ -137,6 +178,8 @@ def update(
         name,
         set_headers=header or (),
         remove_headers=remove_header or (),
+        add_hosts=add_host or (),
+        remove_hosts=remove_host or (),
         preset=preset,
         **changes,  # type: ignore[arg-type]
     )
@@ -157,7 +200,7 @@ def list_(output: OutputOpt = Output.text) -> None:
         [
             (
                 g.name,
-                g.endpoint,
+                _where(g),
                 g.auth_spec(),
                 ", ".join(h.name for h in g.headers),
                 "yes" if g.ca_cert else "",
@@ -207,7 +250,8 @@ def _show_text(gateway: Gateway) -> None:
     render.print_fields(
         [
             ("name", gateway.name),
-            ("endpoint", gateway.endpoint),
+            ("endpoint", gateway.endpoint or "(none: a host gateway)"),
+            ("hosts", "\n".join(gateway.hosts)),
             ("auth", gateway.auth_spec()),
             ("headers", "\n".join(headers)),
             ("ca cert", ca),
@@ -216,6 +260,11 @@ def _show_text(gateway: Gateway) -> None:
             ("updated", gateway.updated_at),
         ]
     )
+
+
+def _where(gateway: Gateway) -> str:
+    """Where its credential goes, in one cell: the endpoint and the intercepted hosts."""
+    return ", ".join(filter(None, [gateway.endpoint, *gateway.hosts]))
 
 
 def _done(gateway: Gateway, message: str, output: Output, updated: bool = False) -> None:

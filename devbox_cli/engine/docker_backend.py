@@ -268,9 +268,10 @@ class DockerBackend:
         timeout: float = 30.0,
         user: str | None = None,
     ) -> tuple[int, str]:
-        """Run `cmd` in `container` with `data` on its stdin (then EOF); returns the exit code
-        and its combined output. This is how secrets reach the proxy: the bytes travel over
-        the engine's API socket only, never in argv, env or a file."""
+        """Run `cmd` in `container` (as `user`, else the image's) with `data` on its stdin
+        (then EOF); returns the exit code and its combined output. This is how secrets reach
+        the proxy: the bytes travel over the engine's API socket only, never in argv, env or
+        a file."""
         with _mapped(f"exec in {container}"):
             exec_id = self.api.exec_create(
                 container, cmd, stdin=True, stdout=True, stderr=True, user=user or ""

@@ -77,6 +77,18 @@ class ProxyView:
 
 
 @dataclass(frozen=True)
+class CAView:
+    """A devbox's interception CA as `show` tells it: its fingerprint and the hosts it may
+    vouch for (never its key)."""
+
+    sha256: str
+    hosts: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sha256": self.sha256, "hosts": list(self.hosts)}
+
+
+@dataclass(frozen=True)
 class Devbox:
     name: str
     id: str | None
@@ -91,6 +103,7 @@ class Devbox:
     mounts: tuple[MountView, ...] = ()  # bind mounts and volumes, as Docker has them
     stopped_at: str | None = None  # when a stopped box stopped (its State.FinishedAt)
     expires_at: str | None = None  # its LABEL_EXPIRES, when it has a valid one
+    ca: CAView | None = None  # read from the store: show and create, not list
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -107,6 +120,7 @@ class Devbox:
             "mounts": [m.to_json() for m in self.mounts],
             "stopped_at": self.stopped_at,
             "expires_at": self.expires_at,
+            "ca": self.ca.to_json() if self.ca else None,
         }
 
 

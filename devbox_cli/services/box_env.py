@@ -1,17 +1,29 @@
-"""What a box is given: its gateway bindings and its environment (the proxy settings, and
-for each binding its gateway token and URL), and the CLI's `--gateway`/`--env` parsers.
-Pure."""
+"""What a box is given: its gateway bindings and its environment (the proxy settings, for
+each binding its gateway token and URL, and with an interception CA the variables that make
+common clients trust its bundle), and the CLI's `--gateway`/`--env` parsers. Pure."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from devbox_cli.engine.trust import BUNDLE
 from devbox_cli.engine.views import PROXY_HOST, PROXY_URL, Binding
 from devbox_cli.errors import UsageError
 from devbox_cli.names import is_env_name
 
 PROXY_ENV = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy")
 RESERVED_ENV = (*PROXY_ENV, "DEVBOX_NAME")
+# The variables that point OpenSSL, Python's requests, curl, Node, git, pip and the AWS CLI
+# at the box's CA bundle (the image's system CAs + the devbox's CA: engine/trust.py).
+CA_ENV = (
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS",
+    "GIT_SSL_CAINFO",
+    "PIP_CERT",
+    "AWS_CA_BUNDLE",
+)
 
 
 def parse_gateway_specs(specs: Iterable[str]) -> dict[str, tuple[str, str]]:
@@ -60,10 +72,15 @@ def box_environment(
     bindings: tuple[Binding, ...],
     env: dict[str, str],
     tokens: Mapping[str, str] | None = None,
+    *,
+    ca_bundle: bool = False,
 ) -> dict[str, str]:
-    """The box's environment: `env`, the proxy settings, and for each binding its gateway
-    token (`tokens`, by prefix) and URL. Refuses a prefix or --env that would shadow another."""
+    """The box's environment: `env`, the proxy settings, for each binding its gateway token
+    (`tokens`, by prefix) and URL, and with `ca_bundle` the CA_ENV variables. Refuses a
+    prefix or --env that would shadow another."""
     owned: dict[str, str] = {k: "the proxy settings" for k in RESERVED_ENV}
+    if ca_bundle:
+        owned.update({k: "the devbox's CA bundle (it binds a host gateway)" for k in CA_ENV})
     for prefix in (b.prefix for b in bindings):
         for var in (prefix, f"{prefix}_URL"):
             if var in owned:
@@ -91,6 +108,8 @@ def box_environment(
         no_proxy=no_proxy,
         DEVBOX_NAME=name,
     )
+    if ca_bundle:
+        out.update({k: BUNDLE for k in CA_ENV})
     if tokens is not None:
         for binding in bindings:
             out[binding.prefix] = tokens[binding.prefix]

@@ -1,9 +1,11 @@
 """`devbox create`: first a plan, validated whole before anything is made (names, images,
-gateways, secrets, policy, limits, the box's environment); then the Docker objects, made
-under a rollback that removes them again if any step fails.
+gateways, secrets, policy, limits, the box's environment, and the interception CA when a
+bound gateway intercepts hosts); then the Docker objects, made under a rollback that
+removes them again if any step fails.
 
-The box container is created on a worker thread while the proxy starts and takes its
-config: the box has no egress until then, and the two are independent until the end.
+The box container is created on a worker thread (and made to trust the CA there) while the
+proxy starts and takes its config: the box has no egress until then, and the two are
+independent until the end.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from devbox_cli.engine.topology import (
     fresh_name,
     make_default_egress,
 )
+from devbox_cli.engine.trust import install_ca
 from devbox_cli.engine.views import (
     Binding,
     Devbox,
@@ -39,6 +42,7 @@ from devbox_cli.engine.views import (
 from devbox_cli.engine.workspace import EMPTY, Mount, VolumeMount, Workspace, host_mounts, mounts_of
 from devbox_cli.errors import DevboxRuntimeError, NotFoundError
 from devbox_cli.names import check_devbox_name
+from devbox_cli.services.authority import DevboxCA, new_ca
 from devbox_cli.services.box_env import box_environment
 from devbox_cli.services.proxy_push import push_config
 from devbox_cli.services.workspace import make_volumes, plan_workspace
@@ -69,6 +73,7 @@ class CreatePlan:
     egress: str
     workspace: Workspace = EMPTY  # mounts and volumes (services/workspace.py)
     labels: dict[str, str] = field(default_factory=dict)  # more of the box's (devbox.expires)
+    ca: DevboxCA | None = field(default=None, repr=False)  # its key is hazmat
 
 
 def plan_create(
@@ -94,20 +99,25 @@ def plan_create(
     say("checking gateways, secrets and policy")
     tokens = {b.prefix: "gwt_" + secrets.token_urlsafe(32) for b in bindings}
     name = check_devbox_name(name) if name else fresh_name(docker)
-    config = configs.build(name, bindings, tokens, policy)  # unknown names raise here
-    say("checking Docker")
-    check_free(docker, name)
-    for ref, what in ((image, "image"), (proxy_image, "proxy image")):
-        if docker.image(ref) is None:
-            raise NotFoundError(
-                f"no {what} {ref} in the local Docker engine",
-                "build the devbox images with `make images`, or pass an existing --image",
-            )
-    egress = egress_network(docker)
-    workspace = plan_workspace(docker, configs.store.identity(), image, mounts, volumes)
-    host_config = box_host_config(fit_to_engine(limits, docker.info()))
-    if workspace:
-        host_config["mounts"] = host_mounts(workspace)
+    intercepted = configs.intercepted_names(bindings)  # unknown gateways raise here
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        # A CA is mostly cryptography's import (0.05-0.3 s): made while the engine is asked.
+        making = pool.submit(new_ca, name, intercepted) if intercepted else None
+        say("checking Docker")
+        check_free(docker, name)
+        for ref, what in ((image, "image"), (proxy_image, "proxy image")):
+            if docker.image(ref) is None:
+                raise NotFoundError(
+                    f"no {what} {ref} in the local Docker engine",
+                    "build the devbox images with `make images`, or pass an existing --image",
+                )
+        egress = egress_network(docker)
+        workspace = plan_workspace(docker, configs.store.identity(), image, mounts, volumes)
+        host_config = box_host_config(fit_to_engine(limits, docker.info()))
+        if workspace:
+            host_config["mounts"] = host_mounts(workspace)
+        ca = making.result() if making is not None else None
+    config = configs.build(name, bindings, tokens, policy, ca=ca)  # unknown names raise here
     return CreatePlan(
         name=name,
         store=configs.store.identity(),
@@ -115,13 +125,14 @@ def plan_create(
         proxy_image=proxy_image,
         bindings=bindings,
         policy=policy,
-        environment=box_environment(name, bindings, dict(env), tokens),
+        environment=box_environment(name, bindings, dict(env), tokens, ca_bundle=ca is not None),
         config=config,
         limits=limits,
         host_config=host_config,
         egress=egress,
         workspace=workspace,
         labels=dict(labels or {}),
+        ca=ca,
     )
 
 
@@ -138,21 +149,7 @@ def carry_out(
             make_default_egress(docker)
         net = made.network(create_box_network(docker, plan.name, plan.store))
         workspace = make_volumes(docker, made, plan.workspace, plan.store)
-        box = pool.submit(
-            create_box,
-            made,
-            name=plan.name,
-            store=plan.store,
-            image=plan.image,
-            network=net,
-            environment=plan.environment,
-            host=plan.host_config,
-            bindings=plan.bindings,
-            policy=plan.policy,
-            user=workspace.owner.user if workspace.owner else None,
-            prepare=(lambda d, box_id: prepare(d, box_id, workspace)) if workspace else None,
-            labels=plan.labels,
-        )
+        box = pool.submit(_make_box, made, plan, net, workspace)
         say("starting the proxy")
         proxy_id = made.container(
             create_proxy(docker, plan.name, plan.store, plan.proxy_image, net, plan.egress)
@@ -183,3 +180,26 @@ def carry_out(
         mounts=mounts_of(info or {}),
         expires_at=expiry_text(plan.labels),
     )
+
+
+def _make_box(made: Rollback, plan: CreatePlan, network: str, workspace: Workspace) -> str:
+    """The box (on a worker thread), trusting the devbox's CA when it has one."""
+    box_id = create_box(
+        made,
+        name=plan.name,
+        store=plan.store,
+        image=plan.image,
+        network=network,
+        environment=plan.environment,
+        host=plan.host_config,
+        bindings=plan.bindings,
+        policy=plan.policy,
+        user=workspace.owner.user if workspace.owner else None,
+        prepare=(lambda d, box_id: prepare(d, box_id, workspace)) if workspace else None,
+        labels=plan.labels,
+    )
+    if plan.ca is not None:
+        from devbox_cli.engine.docker_backend import DockerBackend
+
+        install_ca(DockerBackend(), box_id, plan.ca.authority.cert)
+    return box_id

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +145,17 @@ class DevboxService:
             volumes=vols,
             labels=labels,
         )
-        return carry_out(docker, plan, say, ledger=self.proxies.ledger)
+        ledger = self.proxies.ledger
+        if plan.ca is None:
+            return carry_out(docker, plan, say, ledger=ledger)
+        authorities = self.configs.authorities
+        saved = authorities.save(plan.ca)  # sealed; `repair` and live updates read it back
+        try:
+            made = carry_out(docker, plan, say, ledger=ledger)
+        except BaseException:
+            authorities.discard(saved)
+            raise
+        return replace(made, ca=saved.view())
 
     # -- read ------------------------------------------------------------------------------
 
@@ -245,6 +256,7 @@ class DevboxService:
             mounts=mounts_of(box or {}),
             stopped_at=stopped_text(box),
             expires_at=expiry_text(labels),
+            ca=ca.view() if (ca := self.configs.authorities.summary(name)) else None,
         )
 
     def repair(self, name: str) -> Devbox:
@@ -318,6 +330,8 @@ class DevboxService:
                 for net in docker.networks(f"{LABEL_NAME}={name}"):
                     removed = docker.remove_network(net["Id"]) or removed
                 results.append(DeleteResult(name, removed))
+        # the CA goes with its devbox (a devbox made again under the name gets a new one)
+        self.configs.authorities.delete(r.name for r in results)
         if all:
             remove_default_egress(docker)
         return results

@@ -1,5 +1,5 @@
-"""Gateway validation and parsing: endpoints, auth specs, custom headers, CA bundles and
-presets. Pure apart from reading a CA file; everything raises UsageError at
+"""Gateway validation and parsing: endpoints, intercepted hosts, auth specs, custom headers,
+CA bundles and presets. Pure apart from reading a CA file; everything raises UsageError at
 create/update time so the proxy never meets a malformed gateway.
 """
 
@@ -18,6 +18,7 @@ from devbox_cli.errors import UsageError
 from devbox_cli.names import check_secret_name
 from devbox_cli.services.fields import CONTROL
 from proxy.config import MAX_CUSTOM_HEADERS, Auth
+from proxy.hosts import PolicyError, intercept_host_text, parse_intercept_host
 
 PRESETS: dict[str, dict[str, str]] = {
     "anthropic": {"endpoint": "https://api.anthropic.com", "auth": "header:x-api-key"},
@@ -45,6 +46,7 @@ RESERVED_HEADERS = frozenset(
     }
 )
 MAX_CA_BYTES = 1024 * 1024
+MAX_HOSTS = 16  # hosts one gateway intercepts
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,33 @@ def _normalize_host(host: str, bad: str) -> str:
     if len(ascii_host) > 253 or not all(HOST_LABEL.match(label) for label in labels):
         raise UsageError(f"{bad}: {host!r} is not a valid host name")
     return ascii_host
+
+
+def normalize_hosts(hosts: Any) -> tuple[str, ...]:
+    """`HOST` or `HOST:PORT` names of a host gateway -> normalized (lower case, IDNA, port
+    only when not 443), each once, in the order given. DNS names only."""
+    if isinstance(hosts, str):
+        hosts = [hosts]
+    out: list[str] = []
+    for text in hosts:
+        if not isinstance(text, str) or CONTROL.search(text) or any(c.isspace() for c in text):
+            raise UsageError(
+                f"invalid --host {_quote_name(text)}: whitespace or control characters"
+            )
+        try:
+            host = intercept_host_text(*parse_intercept_host(text))
+        except PolicyError as exc:
+            raise UsageError(f"invalid --host: {exc}", "give --host HOST or HOST:PORT") from None
+        if host not in out:
+            out.append(host)
+    if len(out) > MAX_HOSTS:
+        raise UsageError(f"at most {MAX_HOSTS} hosts per gateway")
+    return tuple(out)
+
+
+def host_name(host: str) -> str:
+    """The DNS name of a normalized host (`git.corp:8443` -> `git.corp`)."""
+    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 def parse_auth(spec: str | Auth) -> Auth:

@@ -1,10 +1,11 @@
 """Agent Gateway configs: where a credential goes and how it is sent.
 
-A gateway names an upstream endpoint and an auth mechanism; a devbox binds it to a secret
-under a prefix, and the proxy swaps the devbox's worthless token for the real credential
-(proxy_config.py opens it). Every field is validated at create/update time
-(gateway_rules.py), so the proxy never meets a malformed config. Records hold the CA
-bundle's PEM text so the store is self-contained.
+A gateway names an upstream endpoint (its route, `$PREFIX_URL`), hosts the proxy intercepts
+(HTTPS to them from the box, TLS terminated by the proxy), or both, and an auth mechanism; a
+devbox binds it to a secret under a prefix, and the proxy swaps the devbox's worthless token
+for the real credential (proxy_config.py opens it). Every field is validated at
+create/update time (gateway_rules.py), so the proxy never meets a malformed config. Records
+hold the CA bundle's PEM text so the store is self-contained.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from devbox_cli.services.gateway_rules import (
     load_ca_cert,
     merge_headers,
     normalize_endpoint,
+    normalize_hosts,
     parse_auth,
     parse_header,
     preset_defaults,
@@ -44,13 +46,14 @@ _UNSET: Any = object()
 @dataclass(frozen=True)
 class Gateway:
     name: str
-    endpoint: str
+    endpoint: str | None  # None: a host gateway only
     auth: Auth
     headers: tuple[GatewayHeader, ...] = ()
     ca_cert: str | None = field(default=None, repr=False)  # PEM bundle text
     description: str | None = None
     created_at: str = ""
     updated_at: str = ""
+    hosts: tuple[str, ...] = ()  # intercepted: `host` or `host:port`, normalized
     # Set by update_gateway only: the running devboxes the change was pushed to.
     applied_to: tuple[str, ...] = field(default=(), compare=False)
 
@@ -58,6 +61,7 @@ class Gateway:
         return {
             "name": self.name,
             "endpoint": self.endpoint,
+            "hosts": list(self.hosts),
             "auth": self.auth.to_json(),
             "headers": [h.to_json() for h in self.headers],
             "ca_cert": ca_summary(self.ca_cert) if self.ca_cert else None,
@@ -107,20 +111,25 @@ class GatewayService:
         ca_cert: str | os.PathLike[str] | None = None,
         description: str | None = None,
         preset: str | None = None,
+        hosts: Iterable[str] = (),
     ) -> Gateway:
         """Create a gateway. `preset` (anthropic, openai) fills endpoint and auth; explicit
-        arguments override it. `ca_cert` is a path to a PEM bundle, or PEM text."""
+        arguments override it. `hosts` are intercepted (HTTPS from the box to them gets the
+        credential), beside or instead of the endpoint's route. `ca_cert` is a path to a PEM
+        bundle, or PEM text: trusted for the endpoint and the hosts."""
         check_gateway_name(name)
         defaults = preset_defaults(preset)
         endpoint = endpoint or defaults.get("endpoint")
-        if not endpoint:
+        hosts = normalize_hosts(_iter(hosts))
+        if not endpoint and not hosts:
             raise UsageError(
-                f"gateway {name} needs an endpoint",
-                f"give --endpoint URL or --preset ({', '.join(PRESETS)})",
+                f"gateway {name} needs an endpoint or hosts",
+                f"give --endpoint URL, --host HOST or --preset ({', '.join(PRESETS)})",
             )
         gateway = Gateway(
             name=name,
-            endpoint=normalize_endpoint(endpoint),
+            endpoint=normalize_endpoint(endpoint) if endpoint else None,
+            hosts=hosts,
             auth=parse_auth(auth or defaults.get("auth") or "bearer"),
             headers=tuple(parse_header(h) for h in _iter(headers)),
             ca_cert=None if ca_cert is None else load_ca_cert(ca_cert),
@@ -148,16 +157,25 @@ class GatewayService:
         ca_cert: str | os.PathLike[str] | None = _UNSET,
         description: str | None = _UNSET,
         preset: str | None = None,
+        hosts: Iterable[str] = _UNSET,
+        add_hosts: Iterable[str] = (),
+        remove_hosts: Iterable[str] = (),
     ) -> Gateway:
         """Change a gateway. `headers` replaces the whole list; then `remove_headers` drops
-        headers by name and `set_headers` adds or replaces them by name. `ca_cert=None`
+        headers by name and `set_headers` adds or replaces them by name; `hosts`,
+        `remove_hosts` and `add_hosts` do the same for the intercepted hosts.
+        `endpoint=None` removes the endpoint (the gateway must keep hosts); `ca_cert=None`
         removes the CA bundle; `description=None` clears it. The change is pushed to the
-        proxies of running devboxes that use the gateway (`applied_to` names them)."""
+        proxies of running devboxes that use the gateway (`applied_to` names them); a host
+        added is intercepted only in devboxes created after (a devbox's CA covers the hosts
+        its gateways had when it was made)."""
         check_gateway_name(name)
         set_headers, remove_headers = _iter(set_headers), _iter(remove_headers)
+        add_hosts, remove_hosts = normalize_hosts(_iter(add_hosts)), _iter(remove_hosts)
         defaults = preset_defaults(preset)
-        given = [endpoint, auth, headers, ca_cert, description]
-        if all(v is _UNSET for v in given) and not (set_headers or remove_headers or preset):
+        given = [endpoint, auth, headers, ca_cert, description, hosts]
+        edits = set_headers or remove_headers or add_hosts or remove_hosts or preset
+        if all(v is _UNSET for v in given) and not edits:
             raise UsageError(
                 f"nothing to update for gateway {name}", "see `devbox gateway update -h`"
             )
@@ -172,7 +190,12 @@ class GatewayService:
             current = _from_record(records[name], self.store)
             changes: dict[str, Any] = {}
             if endpoint is not _UNSET:
-                changes["endpoint"] = normalize_endpoint(endpoint)
+                changes["endpoint"] = None if endpoint is None else normalize_endpoint(endpoint)
+            changes["hosts"] = _merge_hosts(
+                current.hosts if hosts is _UNSET else normalize_hosts(_iter(hosts)),
+                add_hosts,
+                remove_hosts,
+            )
             if auth is not _UNSET:
                 changes["auth"] = parse_auth(auth)
             if ca_cert is not _UNSET:
@@ -185,8 +208,17 @@ class GatewayService:
                 remove_headers,
             )
             gateway = replace(current, **changes, updated_at=utc_now())
+            if gateway.endpoint is None and not gateway.hosts:
+                raise UsageError(
+                    f"gateway {name} would have neither an endpoint nor hosts",
+                    "keep one of them, or delete the gateway",
+                )
             check_headers(gateway.headers, gateway.auth)
             self._check_secret_refs(gateway)
+            added = tuple(h for h in gateway.hosts if h not in current.hosts)
+            if added:
+                # before it is saved: a push that fails on it would leave devboxes stale
+                self.proxies.check_hosts(name, added)
             records[name] = gateway._record()
         return replace(gateway, applied_to=self.proxies.push_update(GATEWAY, name))
 
@@ -215,6 +247,16 @@ class GatewayService:
                 raise NotFoundError(f"header {h.name}: {err.message}", err.hint)
 
 
+def _merge_hosts(base: tuple[str, ...], add: tuple[str, ...], remove: list[str]) -> tuple[str, ...]:
+    hosts = list(base)
+    for host in normalize_hosts(remove) if remove else ():
+        if host not in hosts:
+            raise UsageError(f"the gateway has no host {host} to remove")
+        hosts.remove(host)
+    hosts += [h for h in add if h not in hosts]
+    return normalize_hosts(hosts)
+
+
 def _iter(items: Any) -> list[Any]:
     if isinstance(items, str):  # one spec, not an iterable of characters
         return [items]
@@ -224,9 +266,14 @@ def _iter(items: Any) -> list[Any]:
 def _from_record(record: dict[str, Any], store: Store) -> Gateway:
     try:
         auth = record.get("auth") or {"type": "bearer"}
+        hosts = tuple(str(h) for h in record.get("hosts") or ())
+        endpoint = record.get("endpoint")
+        if not isinstance(endpoint, str | None) or (endpoint is None and not hosts):
+            raise TypeError("a gateway is an endpoint, hosts, or both")
         return Gateway(
             name=record["name"],
-            endpoint=str(record["endpoint"]),
+            endpoint=endpoint,
+            hosts=hosts,
             auth=Auth(type=auth["type"], key=auth.get("key")),
             headers=tuple(
                 GatewayHeader(name=h["name"], value=h.get("value"), secret=h.get("secret"))

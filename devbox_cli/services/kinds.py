@@ -61,3 +61,8 @@ class ProxyUpdates(Protocol):
     def push_update(self, kind: ResourceKind, name: str) -> tuple[str, ...]:
         """After the resource was saved: push it to the running devboxes that use it."""
         ...
+
+    def check_hosts(self, gateway: str, hosts: tuple[str, ...]) -> None:
+        """Refuse (UsageError) `hosts` for `gateway` when a devbox binding it also binds
+        another gateway that intercepts one of them (one host, one gateway per devbox)."""
+        ...

@@ -29,6 +29,7 @@ from devbox_cli.errors import (
     DevboxRuntimeError,
     DockerUnavailableError,
     NotFoundError,
+    UsageError,
 )
 from devbox_cli.home import PushLedger
 from devbox_cli.names import box_container, check_devbox_name, proxy_container
@@ -133,6 +134,33 @@ class ProxyPusher:
             return []
         return sorted(self._users(boxes, kind, name))
 
+    def check_hosts(self, gateway: str, hosts: tuple[str, ...]) -> None:
+        try:
+            boxes = self._boxes(self.engine())
+        except DockerUnavailableError:
+            return  # no devbox to clash in; a later create checks its own bindings
+        gateways = {g.name: g for g in read_gateways(self.store)}
+        for box, info in sorted(boxes.items()):
+            bindings = bindings_of(info["labels"])
+            mine = [b.prefix for b in bindings if b.gateway == gateway]
+            clashes = [
+                (host, f"gateway {b.gateway} (prefix {b.prefix})")
+                for b in bindings
+                if b.gateway != gateway and b.gateway in gateways
+                for host in hosts
+                if host in gateways[b.gateway].hosts
+            ]
+            if len(mine) > 1:  # bound twice: each binding would intercept the host
+                clashes.append((hosts[0], f"gateway {gateway} again (prefix {mine[1]})"))
+            if mine and clashes:
+                host, other = clashes[0]
+                raise UsageError(
+                    f"host {host} would be intercepted twice in devbox {box}: it binds "
+                    f"gateway {gateway} and {other}",
+                    "one host goes to one gateway of a devbox: pick another host, or "
+                    f"recreate {box} without one of them",
+                )
+
     def _config_of(self, docker: DockerBackend, name: str) -> tuple[dict[str, Any], ProxyConfig]:
         """The proxy container of devbox `name` and its config, rebuilt from the box's labels
         and gateway tokens and the store as it is now."""
@@ -231,8 +259,10 @@ def push_config(
 def _scrub(lines: list[str], config: ProxyConfig) -> str:
     """Belt and braces: the admin tool never echoes a credential, but make sure of it."""
     text = " ".join(lines)
-    for binding in config.gateways:
-        for value in (*binding.secret_values(), binding.token):
-            if value:
-                text = text.replace(value, "***")
+    values = [v for b in config.gateways for v in (*b.secret_values(), b.token)]
+    if config.ca is not None:
+        values += [line for line in config.ca.key.splitlines() if "-----" not in line]
+    for value in values:
+        if value:
+            text = text.replace(value, "***")
     return text

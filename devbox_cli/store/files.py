@@ -6,6 +6,8 @@
       secrets.json      {"format": 1, "records": {NAME: {name, sealed, created_at, updated_at}}}
       gateways.json     same envelope, gateway configs
       policies.json     same envelope, network policies
+      authorities.json  same envelope, one interception CA per devbox (by devbox name): its
+                        certificate, and its private key sealed like a secret
       key.json          {"format": 1, "public": b64, "private": {...}}: the Curve25519 keypair;
                         the private half in the clear or encrypted under a passphrase
       proxies/          the push ledger (devbox_cli/home.py), no secrets: which start of each
@@ -39,7 +41,7 @@ from devbox_cli.errors import StoreError
 from devbox_cli.home import home_dir
 from devbox_cli.store import sealing
 
-KINDS = ("secrets", "gateways", "policies")
+KINDS = ("secrets", "gateways", "policies", "authorities")
 FILE_FORMAT = 1
 KEY_FILE = "key.json"
 LOCK_FILE = ".lock"

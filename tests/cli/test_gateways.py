@@ -448,9 +448,10 @@ def test_cli_create_show_list_json_shapes(tmp_path, ca_pem):
     assert created.returncode == 0, created.stderr
     body = json.loads(created.stdout)
     assert set(body) == {
-        "name", "endpoint", "auth", "headers", "ca_cert", "description", "created_at",
-        "updated_at",
+        "name", "endpoint", "hosts", "auth", "headers", "ca_cert", "description",
+        "created_at", "updated_at",
     }  # fmt: skip
+    assert body["hosts"] == []
     assert body["name"] == "corp"
     assert body["endpoint"] == "https://llm.corp/v1"
     assert body["auth"] == {"type": "query", "key": "key"}

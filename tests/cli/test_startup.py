@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-HEAVY = ("docker", "aiohttp", "nacl", "rich", "pydantic", "requests", "asyncio", "ssl")
+HEAVY = (
+    "docker", "aiohttp", "nacl", "rich", "pydantic", "requests", "asyncio", "ssl", "cryptography",
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -191,7 +191,7 @@ SECRET_B = "sk-real-secret-BBBB-0987654321"
 
 
 def binding(
-    endpoint: str,
+    endpoint: str | None,
     *,
     prefix: str = "ANTHROPIC_API_KEY",
     token: str = TOKEN_A,

@@ -13,18 +13,24 @@ from proxy.app import ProxyApp
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_package_and_the_proxy_image_pin_the_same_aiohttp():
+@pytest.mark.parametrize("spec", [compat.AIOHTTP_SPEC, compat.CRYPTOGRAPHY_SPEC])
+def test_the_package_and_the_proxy_image_pin_the_same(spec):
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    assert compat.AIOHTTP_SPEC in project["dependencies"]
+    assert spec in project["dependencies"]
     image_reqs = (ROOT / "proxy" / "requirements.txt").read_text().split()
-    assert compat.AIOHTTP_SPEC in image_reqs
+    assert spec in image_reqs
 
 
-def test_the_spec_and_the_range_say_the_same():
-    (low, high) = compat.AIOHTTP_RANGE
-    assert (
-        f"aiohttp>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}"
-    ) == compat.AIOHTTP_SPEC
+@pytest.mark.parametrize(
+    ("name", "spec", "bounds"),
+    [
+        ("aiohttp", compat.AIOHTTP_SPEC, compat.AIOHTTP_RANGE),
+        ("cryptography", compat.CRYPTOGRAPHY_SPEC, compat.CRYPTOGRAPHY_RANGE),
+    ],
+)
+def test_the_spec_and_the_range_say_the_same(name, spec, bounds):
+    (low, high) = bounds
+    assert f"{name}>={'.'.join(map(str, low))},<{'.'.join(map(str, high))}" == spec
 
 
 def test_the_installed_aiohttp_has_everything_the_proxy_reaches_into():
@@ -44,6 +50,24 @@ def test_an_aiohttp_out_of_range_is_named(monkeypatch):
     assert compat.problems() == [
         f"aiohttp 3.15.0 is outside the tested range {compat.AIOHTTP_SPEC}"
     ]
+
+
+def test_a_cryptography_out_of_range_or_missing_is_named(monkeypatch):
+    real = compat.importlib.metadata.version
+
+    def version(name):
+        return "51.0.0" if name == "cryptography" else real(name)
+
+    monkeypatch.setattr(compat.importlib.metadata, "version", version)
+    assert compat.problems() == [
+        f"cryptography 51.0.0 is outside the tested range {compat.CRYPTOGRAPHY_SPEC}"
+    ]
+
+    def missing(name):
+        raise compat.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(compat.importlib.metadata, "version", missing)
+    assert compat.problems() == [f"cryptography is not installed ({compat.CRYPTOGRAPHY_SPEC})"]
 
 
 def test_a_moved_handler_attribute_is_named(monkeypatch):
