@@ -153,8 +153,18 @@ def came_back_unconfigured(name: str, fault: str) -> None:
         ("docker-kill", ["exec", "{name}", "--", "true"]),
         ("restart", ["logs", "{name}"]),
         ("pid1-sigkill", ["shell", "{name}"]),
+        ("restart", ["cp", "{name}:/etc/hostname", "-"]),
+        ("docker-kill", ["cp", "{name}:/etc/hostname", "-"]),
     ],
-    ids=["restart-exec", "pid1-show", "kill-exec", "restart-logs", "pid1-shell"],
+    ids=[
+        "restart-exec",
+        "pid1-show",
+        "kill-exec",
+        "restart-logs",
+        "pid1-shell",
+        "restart-cp",
+        "kill-cp",
+    ],
 )
 def test_a_fault_fails_closed_until_the_next_command_heals_it(store: Cli, box: str, fault, command):
     FAULTS[fault](box)
