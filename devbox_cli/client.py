@@ -124,6 +124,7 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     heal_devbox = _Via("devboxes", DevboxService.heal)
+    heal_all = _Via("healer", Healer.sweep)
 
     run_doctor = _Via("doctor", Doctor.run)
     delete_devboxes = _Via("devboxes", DevboxService.delete)

@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -182,6 +184,23 @@ def test_exec_heals_before_the_command_runs(store: Cli, box: str):
     came_back_unconfigured(box, "restart")
     proc = store("exec", box, "--", "curl", "-s", "-m", "10", FORWARD)
     assert proc.stdout == "hello from other.example.test\n"  # the very command had egress
+
+
+def test_the_python_api_heals_every_devbox_of_the_store(store: Cli, box: str):
+    restart(box)
+    came_back_unconfigured(box, "restart")
+    code_ = "import json\nfrom devbox_cli import Client\n" + (
+        "print(json.dumps([r.to_json() for r in Client().heal_all()]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code_], capture_output=True, text=True,
+                          env=store.env(), timeout=120, check=False)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    healed = {r["devbox"]: r["action"] for r in json.loads(proc.stdout)}
+    assert healed == {box: "pushed"}  # this store has one devbox here
+    assert serves(box)
+    again = subprocess.run([sys.executable, "-c", code_], capture_output=True, text=True,
+                           env=store.env(), timeout=120, check=False)  # fmt: skip
+    assert {r["devbox"]: r["action"] for r in json.loads(again.stdout)} == {box: "none"}
 
 
 def test_list_tells_an_unconfigured_proxy_without_an_exec(store: Cli, box: str):
