@@ -7,7 +7,8 @@
 - no class inherits from another devbox_cli class, except in the error trees;
 - the layers import downwards only: store/ and engine/ know nothing of the services or the CLI,
   the services nothing of the CLI, and the CLI reaches the store only through the Client;
-- each outside dependency is imported in its one home: docker in engine/docker_backend.py,
+- each outside dependency is imported in its one home: docker in engine/docker_backend.py
+  (and docker_errors.py, its error mapping),
   rich in render.py, typer in the CLI, PyNaCl in store/sealing.py, aiohttp nowhere;
 - no module is over 400 lines.
 
@@ -297,7 +298,7 @@ def test_the_layer_rule_admits_the_package_root_by_its_exact_name():
 
 # Each outside dependency has one home (STYLE.md habit 2): who may import it.
 OUTSIDE_HOMES = {
-    "docker": {"devbox_cli.engine.docker_backend"},
+    "docker": {"devbox_cli.engine.docker_backend", "devbox_cli.engine.docker_errors"},
     "rich": {"devbox_cli.render"},
     "typer": {"devbox_cli.__main__", "devbox_cli.cli"},
     "nacl": {"devbox_cli.store.sealing"},
