@@ -280,6 +280,7 @@ def test_a_working_day(module_cli: Cli, tmp_path: Path):
         inspected += docker("volume", "inspect", *day["volumes"]).stdout
         assert SECRET not in inspected and token2 in inspected  # a box's env is in inspect
         assert grep_tree(cli.home, needle) == []  # the store holds it sealed only
+        assert grep_tree(cli.home, b'"sealed"') != []
         assert SECRET not in "".join(cli.transcript)
     finally:
         cli("delete", DAY1, DAY2, check=False)
