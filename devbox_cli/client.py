@@ -75,7 +75,7 @@ class Client:
         self.devboxes = DevboxService(self.engine, self.configs, self.proxies, self.healer)
         self.doctor = Doctor(self.engine, self.devboxes)
         self.volumes = VolumeService(self.engine, self.store, self.devboxes.delete)
-        self.copies = CopyService(self.engine, self.store)
+        self.copies = CopyService(self.engine, self.store, self.devboxes.heal)
         self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
         self.snapshots = SnapshotService(self.engine, self.store)
         self.ports = PortForwardService(self.engine)
@@ -124,6 +124,7 @@ class Client:
     exec = _Via("devboxes", DevboxService.exec)
     repair_devbox = _Via("devboxes", DevboxService.repair)
     heal_devbox = _Via("devboxes", DevboxService.heal)
+    heal_all = _Via("healer", Healer.sweep)
 
     run_doctor = _Via("doctor", Doctor.run)
     delete_devboxes = _Via("devboxes", DevboxService.delete)

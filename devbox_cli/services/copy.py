@@ -58,12 +58,24 @@ class CopyResult:
 
 
 class CopyService:
-    def __init__(self, engine: Callable[[], DockerBackend], store: Store) -> None:
+    def __init__(
+        self,
+        engine: Callable[[], DockerBackend],
+        store: Store,
+        heal: Callable[[str], object] | None = None,
+    ) -> None:
         self.engine = engine
         self.store = store
+        self.heal = heal  # DevboxService.heal: a copy touches the devbox, as exec and show do
 
     def _box(self, docker: DockerBackend, name: str) -> dict[str, Any]:
-        info = docker.container(box_container(check_devbox_name(name)))
+        check_devbox_name(name)
+        if self.heal is not None:
+            # The archive API needs no proxy, but the agent's next step does: a proxy that
+            # started again since its last push gets its config here, as on show and logs.
+            # A failure is the heal's result, not the copy's.
+            self.heal(name)
+        info = docker.container(box_container(name))
         if info is None:
             raise NotFoundError(f"no devbox {name}", "`devbox list` shows the devboxes")
         return info

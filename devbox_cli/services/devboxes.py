@@ -214,7 +214,7 @@ class DevboxService:
     def heal(self, name: str) -> HealResult:
         """Give the devbox's proxy its config again if it started since the last push (it
         then refuses all traffic), or start it if it stopped while the box runs. exec,
-        shell, show and logs do this first; `devbox watch` on the engine's events."""
+        shell, show, logs and cp do this first; `devbox watch` on the engine's events."""
         check_devbox_name(name)
         return self.healer.heal(name)
 

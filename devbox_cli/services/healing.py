@@ -4,7 +4,7 @@ closed; this brings it its config back without a person.
 
 Whether a proxy needs it is read from the engine and the push ledger (home.py), never by
 asking the proxy: one inspect. The next command that touches a devbox heals it (exec and
-shell through fastexec's probe, show, logs), `devbox watch` heals on the engine's events,
+shell through fastexec's probe, show, logs, cp), `devbox watch` heals on the engine's events,
 and `devbox repair` stays the manual way.
 """
 

@@ -5,7 +5,11 @@
 - the import graph of devbox_cli has no cycle (every import counts: module level, inside a
   function, and under TYPE_CHECKING);
 - no class inherits from another devbox_cli class, except in the error trees;
-- the layers import downwards only: store/ and engine/ know nothing of the services or the CLI;
+- the layers import downwards only: store/ and engine/ know nothing of the services or the CLI,
+  the services nothing of the CLI, and the CLI reaches the store only through the Client;
+- each outside dependency is imported in its one home: docker in engine/docker_backend.py
+  (and docker_errors.py, its error mapping),
+  rich in render.py, typer in the CLI, PyNaCl in store/sealing.py, aiohttp nowhere;
 - no module is over 400 lines.
 
 The private-name, cycle and size rules hold for proxy/ too.
@@ -208,11 +212,13 @@ def test_no_class_inherits_from_another_devbox_class():
     assert stacked == []
 
 
-# Which layer may import which: each layer only from the ones below it.
+# Which layer may import which: each layer only from the ones below it. The package root
+# itself (`from devbox_cli import __version__`) is allowed by its exact name only: as a
+# prefix it would admit every module.
 LAYERS = {
     "devbox_cli.store": {"devbox_cli.errors", "devbox_cli.home", "devbox_cli.store"},
     "devbox_cli.engine": {
-        "devbox_cli",
+        ROOT,
         "devbox_cli.errors",
         "devbox_cli.home",
         "devbox_cli.names",
@@ -226,24 +232,123 @@ LAYERS = {
         "devbox_cli.engine",
         "devbox_cli.services",
     },
+    # The CLI reaches the store only through the Client.
+    "devbox_cli.cli": {
+        ROOT,
+        "devbox_cli.errors",
+        "devbox_cli.home",
+        "devbox_cli.names",
+        "devbox_cli.render",
+        "devbox_cli.client",
+        "devbox_cli.engine",
+        "devbox_cli.services",
+        "devbox_cli.cli",
+    },
 }
 
 
+def admits(allowed: str, target: str) -> bool:
+    return target == allowed or (allowed != ROOT and target.startswith(allowed + "."))
+
+
 def layer_of(module: str) -> str | None:
-    return next((layer for layer in LAYERS if module.startswith(layer)), None)
+    return next((layer for layer in LAYERS if admits(layer, module)), None)
+
+
+def layer_violations(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(
+        f"{name} imports {target}"
+        for name, targets in graph.items()
+        if (layer := layer_of(name)) is not None
+        for target in targets
+        if not any(admits(a, target) for a in LAYERS[layer])
+    )
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
 def test_layers_import_downwards_only(layer):
-    allowed = LAYERS[layer]
-    wrong = sorted(
-        f"{name} imports {target}"
-        for name in modules()
-        if layer_of(name) == layer
-        for target in imports(name)
-        if not any(target == a or target.startswith(a + ".") for a in allowed)
+    graph = {name: imports(name) for name in modules() if layer_of(name) == layer}
+    assert graph, f"no module in {layer}"
+    assert layer_violations(graph) == []
+
+
+@pytest.mark.parametrize(
+    ("importer", "target"),
+    [
+        ("devbox_cli.engine.views", "devbox_cli.services.healing"),
+        ("devbox_cli.engine.views", "devbox_cli.cli.common"),
+        ("devbox_cli.engine.views", "devbox_cli.client"),
+        ("devbox_cli.engine.views", "devbox_cli.store"),
+        ("devbox_cli.services.copy", "devbox_cli.cli.copy"),
+        ("devbox_cli.services.copy", "devbox_cli.client"),
+        ("devbox_cli.store.files", "devbox_cli.engine.wire"),
+        ("devbox_cli.cli.copy", "devbox_cli.store"),
+    ],
+)
+def test_the_layer_rule_refuses_an_upward_import(importer, target):
+    assert layer_violations({importer: {target}}) == [f"{importer} imports {target}"]
+
+
+def test_the_layer_rule_admits_the_package_root_by_its_exact_name():
+    assert layer_violations({"devbox_cli.engine.images": {ROOT}}) == []
+    assert layer_violations({"devbox_cli.engine.images": {"devbox_cli.services"}}) != []
+    # devbox_cli.client is no module of devbox_cli.cli, whatever its name starts with
+    assert layer_of("devbox_cli.client") is None and layer_of("devbox_cli.cli") == "devbox_cli.cli"
+
+
+# Each outside dependency has one home (STYLE.md habit 2): who may import it.
+OUTSIDE_HOMES = {
+    "docker": {"devbox_cli.engine.docker_backend", "devbox_cli.engine.docker_errors"},
+    "rich": {"devbox_cli.render"},
+    "typer": {"devbox_cli.__main__", "devbox_cli.cli"},
+    "nacl": {"devbox_cli.store.sealing"},
+    "aiohttp": set(),  # the proxy's, never the CLI's
+}
+
+
+def outside_imports(tree: ast.AST) -> set[str]:
+    """The top-level names of the outside packages a module imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def misplaced_outside_imports(trees: dict[str, ast.AST]) -> list[str]:
+    def at_home(name: str, homes: set[str]) -> bool:
+        return any(name == h or name.startswith(h + ".") for h in homes)
+
+    return sorted(
+        f"{name} imports {package}"
+        for name, tree in trees.items()
+        for package in outside_imports(tree) & OUTSIDE_HOMES.keys()
+        if not at_home(name, OUTSIDE_HOMES[package])
     )
-    assert wrong == []
+
+
+def test_each_outside_dependency_is_imported_only_in_its_home():
+    trees = {name: tree for name, (_, tree) in modules().items()}
+    assert misplaced_outside_imports(trees) == []
+    used = {p for tree in trees.values() for p in outside_imports(tree)}
+    assert {"docker", "rich", "typer", "nacl"} <= used  # the rule is about real imports
+
+
+@pytest.mark.parametrize(
+    ("module", "code", "package"),
+    [
+        ("devbox_cli.cli.copy", "def f():\n    import docker.errors\n", "docker"),
+        ("devbox_cli.services.copy", "from docker import APIClient\n", "docker"),
+        ("devbox_cli.engine.views", "import docker\n", "docker"),
+        ("devbox_cli.services.doctor", "from rich.table import Table\n", "rich"),
+        ("devbox_cli.services.copy", "import typer\n", "typer"),
+        ("devbox_cli.engine.wire", "import aiohttp\n", "aiohttp"),
+    ],
+)
+def test_the_outside_dependency_rule_refuses_an_import_elsewhere(module, code, package):
+    assert misplaced_outside_imports({module: ast.parse(code)}) == [f"{module} imports {package}"]
 
 
 @pytest.mark.parametrize("root", PACKAGES)

@@ -1,11 +1,17 @@
-"""What the stop/start, snapshot and gc tests share: a store with a gateway bound to a
-secret, a gateway call's proof of the credential the upstream got, the store's identity
-and its snapshot images."""
+"""What the workspace, stop/start, snapshot, gc and working-day tests share: a store with a
+gateway bound to a secret, a gateway call's proof of the credential the upstream got, the
+store's identity and its snapshot images, and the hunts for a secret's bytes (in a host
+tree, in a stream, in every part of `docker save`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
 
 from tests.docker.conftest import Cli, docker
 
@@ -56,3 +62,45 @@ def _of(name: str) -> list[tuple[str, str]]:
     out += [("volume", v) for v in docker("volume", "ls", "-q", "--filter", label).stdout.split()]
     out += [("image", i) for i in docker("images", "-aq", "--filter", label).stdout.split()]
     return out
+
+
+def grep_tree(root: Path, needle: bytes) -> list[str]:
+    """Every regular file under `root` holding `needle` (symlinks are not followed)."""
+    hits = []
+    for top, _dirs, files in os.walk(root):
+        for f in files:
+            path = Path(top) / f
+            if not path.is_symlink() and needle in path.read_bytes():
+                hits.append(str(path))
+    return hits
+
+
+def found_in_stream(chunks: Iterable[bytes], needles: list[str]) -> tuple[set[str], int]:
+    """The needles whose bytes occur in a stream read chunk by chunk (with an overlap, so a
+    needle split across two chunks is found), and how many bytes it had."""
+    wanted = [n.encode() for n in needles]
+    longest = max(len(n) for n in wanted)
+    hits: set[str] = set()
+    tail, seen = b"", 0
+    for chunk in chunks:
+        window = tail + chunk
+        hits |= {n.decode() for n in wanted if n in window}
+        tail, seen = window[-longest:], seen + len(chunk)
+    return hits, seen
+
+
+def found_in_save(image: str, needles: list[str]) -> list[tuple[str, str]]:
+    """Every (archive member, needle) where a needle's bytes occur in `docker save IMAGE`:
+    layer tars, the image config, the manifest. Streamed, with an overlap across chunks."""
+    hits = []
+    proc = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+        for member in archive:
+            stream = archive.extractfile(member) if member.isfile() else None
+            if stream is None:
+                continue
+            found, _ = found_in_stream(iter(lambda s=stream: s.read(1 << 20), b""), needles)
+            hits += [(member.name, n) for n in found]
+    assert proc.wait(timeout=120) == 0
+    return sorted(set(hits))

@@ -24,9 +24,13 @@ def store(module_cli: Cli):
 
 
 def _engine_objects() -> set[str]:
+    """This run's containers, networks and volumes (the egress network a devbox uses is the
+    run's own, DEVBOX_EGRESS_NETWORK=<RUN>-egress). Shared ones such as devbox-egress are
+    left out: a parallel run may make or remove them at any moment."""
     names = docker("ps", "-a", "--format", "{{.Names}}").stdout.split()
     names += docker("network", "ls", "--format", "{{.Name}}").stdout.split()
-    return {n for n in names if RUN in n or n == "devbox-egress"}
+    names += docker("volume", "ls", "--format", "{{.Name}}").stdout.split()
+    return {n for n in names if RUN in n}
 
 
 @pytest.mark.parametrize(

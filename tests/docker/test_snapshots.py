@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
-import tarfile
 
 import pytest
 
 from tests.docker.conftest import DEVBOX, IMAGES, RUN, Cli, docker, residue
 from tests.docker.days import (
     bearer,
+    found_in_save,
     gateway_auth,
     leftovers,
     snapshot_images,
@@ -38,26 +38,6 @@ def store(module_cli: Cli):
         if leftover:
             docker("rmi", "-f", *leftover, check=False)
         assert leftover == []
-
-
-def found_in_save(image: str, needles: list[str]) -> list[tuple[str, str]]:
-    """Every (archive member, needle) where a needle's bytes occur in `docker save IMAGE`:
-    layer tars, the image config, the manifest. Streamed, with an overlap across chunks."""
-    wanted = [n.encode() for n in needles]
-    longest = max(len(n) for n in wanted)
-    hits = []
-    proc = subprocess.Popen(["docker", "save", image], stdout=subprocess.PIPE)
-    assert proc.stdout is not None
-    with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-        for member in archive:
-            stream = archive.extractfile(member) if member.isfile() else None
-            tail = b""
-            while stream and (chunk := stream.read(1 << 20)):
-                window = tail + chunk
-                hits += [(member.name, n.decode()) for n in wanted if n in window]
-                tail = window[-longest:]
-    assert proc.wait(timeout=120) == 0
-    return sorted(set(hits))
 
 
 def test_a_snapshot_keeps_the_files_and_nothing_of_the_boxs_config(store: Cli):

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.docker.conftest import DEVBOX, IMAGES, REPO, RUN, Cli, docker, residue, run_volumes
+from tests.docker.days import grep_tree
 
 pytestmark = pytest.mark.docker
 
@@ -428,16 +429,6 @@ def test_a_large_copy_streams_with_bounded_memory(store, boxes, tmp_path):
 
 
 # -- the secret ---------------------------------------------------------------------------
-
-
-def grep_tree(root: Path, needle: bytes) -> list[str]:
-    hits = []
-    for top, _dirs, files in os.walk(root):
-        for f in files:
-            path = Path(top) / f
-            if not path.is_symlink() and needle in path.read_bytes():
-                hits.append(str(path))
-    return hits
 
 
 def test_the_secret_is_in_no_mount_volume_or_archive(store, boxes, tmp_path):
