@@ -10,6 +10,7 @@ from devbox_cli.cli import (
     devboxes,
     doctor,
     gateways,
+    images,
     lifecycle,
     policies,
     ports,
@@ -31,6 +32,7 @@ app.add_typer(secrets.app, name="secret", help="Sealed secrets, stored locally."
 app.add_typer(gateways.app, name="gateway", help="Agent Gateway configs.")
 app.add_typer(policies.app, name="policy", help="Network policies.")
 app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outlives a devbox.")
+app.add_typer(images.app, name="images", help="The images devbox runs: build and list them.")
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
 watch.register(app)

@@ -28,7 +28,7 @@ REFUSED_HINT = "the Docker engine refused it; `docker info` and the engine's log
 
 
 @contextlib.contextmanager
-def _mapped(what: str) -> Iterator[None]:
+def mapped(what: str) -> Iterator[None]:
     """Turn docker-py and transport errors into DevboxErrors naming `what`."""
     try:
         yield
@@ -59,7 +59,7 @@ class DockerBackend:
     """A thin, typed face over the Docker engine API for devboxes."""
 
     def __init__(self) -> None:
-        with _mapped("connecting to Docker"):
+        with mapped("connecting to Docker"):
             self.api = docker.APIClient(
                 base_url=docker_host(),
                 version=os.environ.get("DOCKER_API_VERSION") or "auto",
@@ -68,25 +68,25 @@ class DockerBackend:
 
     def info(self) -> dict[str, Any]:
         """`docker info`: CPUs, runtimes, storage driver."""
-        with _mapped("reading the engine's info"):
+        with mapped("reading the engine's info"):
             return self.api.info()
 
     def version(self) -> dict[str, Any]:
         """`docker version` of the engine: Version, ApiVersion, Os, Arch."""
-        with _mapped("reading the engine's version"):
+        with mapped("reading the engine's version"):
             return self.api.version()
 
     def events(self, **filters: list[str]) -> EventStream:
         """The engine's events from now on (`filters` as the Engine API takes them: type,
         event, label ...). The request is made here, so nothing that happens after this call
         is missed; iterating ends when the engine goes away or close() is called."""
-        with _mapped("following the engine's events"):
+        with mapped("following the engine's events"):
             return EventStream(self.api.events(decode=True, filters=filters))
 
     # -- images ----------------------------------------------------------------------------
 
     def image(self, ref: str) -> dict[str, Any] | None:
-        with _mapped(f"inspecting image {ref}"):
+        with mapped(f"inspecting image {ref}"):
             try:
                 return self.api.inspect_image(ref)
             except docker.errors.NotFound:
@@ -94,20 +94,20 @@ class DockerBackend:
 
     def images(self, *labels: str) -> list[dict[str, Any]]:
         """Every image carrying all `labels` (`key` or `key=value`)."""
-        with _mapped("listing images"):
+        with mapped("listing images"):
             return self.api.images(filters={"label": list(labels)})
 
     def commit(self, container: str) -> str:
         """An untagged image of the container's filesystem (paused while it is read); its
         config is the container's own, environment and labels included (the engine merges
         any override back in), so callers must not keep it: see load_image."""
-        with _mapped(f"committing container {container}"):
+        with mapped(f"committing container {container}"):
             return str(self.api.commit(container, pause=True)["Id"])
 
     def load_image(self, archive: bytes) -> None:
         """`docker load` of a (small) archive; the engine's progress stream is read to its
         end, and an error in it raised."""
-        with _mapped("loading an image"):
+        with mapped("loading an image"):
             for message in self.api.load_image(archive, quiet=True):
                 if isinstance(message, dict) and message.get("error"):
                     detail = message.get("errorDetail") or {}
@@ -119,7 +119,7 @@ class DockerBackend:
     def remove_image(self, ref: str) -> bool:
         """Remove an image (untag, and delete what no other tag or image holds); False
         when it was already gone. A 409 (a container uses it) is a ConflictError."""
-        with _mapped(f"removing image {ref}"):
+        with mapped(f"removing image {ref}"):
             try:
                 self.api.remove_image(ref)
             except docker.errors.NotFound:
@@ -130,7 +130,7 @@ class DockerBackend:
 
     def container(self, name: str) -> dict[str, Any] | None:
         """`docker inspect` of one container, or None when it does not exist."""
-        with _mapped(f"inspecting container {name}"):
+        with mapped(f"inspecting container {name}"):
             try:
                 return self.api.inspect_container(name)
             except docker.errors.NotFound:
@@ -138,7 +138,7 @@ class DockerBackend:
 
     def containers(self, *labels: str) -> list[dict[str, Any]]:
         """Every container (running or not) carrying all `labels` (`key` or `key=value`)."""
-        with _mapped("listing containers"):
+        with mapped("listing containers"):
             return self.api.containers(all=True, filters={"label": list(labels)})
 
     def create_container(
@@ -153,7 +153,7 @@ class DockerBackend:
     ) -> str:
         """Create (not start) a container attached to `network` only; returns its id."""
         host = dict(spec.pop("host", {}))
-        with _mapped(f"creating container {name}"):
+        with mapped(f"creating container {name}"):
             host_config = self.api.create_host_config(network_mode=network, **host)
             networking = self.api.create_networking_config(
                 {network: self.api.create_endpoint_config(aliases=aliases or None)}
@@ -169,26 +169,26 @@ class DockerBackend:
         return created["Id"]
 
     def connect(self, container: str, network: str, aliases: list[str] | None = None) -> None:
-        with _mapped(f"connecting {container} to network {network}"):
+        with mapped(f"connecting {container} to network {network}"):
             self.api.connect_container_to_network(container, network, aliases=aliases)
 
     def start(self, container: str) -> None:
-        with _mapped(f"starting container {container}"):
+        with mapped(f"starting container {container}"):
             self.api.start(container)
 
     def stop(self, container: str, *, timeout: int = 10) -> None:
         """SIGTERM, then SIGKILL after `timeout` seconds; a stopped one stays stopped, even
         across a daemon restart under restart policy unless-stopped."""
-        with _mapped(f"stopping container {container}"):
+        with mapped(f"stopping container {container}"):
             self.api.stop(container, timeout=timeout)
 
     def kill(self, container: str) -> None:
-        with _mapped(f"killing container {container}"):
+        with mapped(f"killing container {container}"):
             self.api.kill(container)
 
     def remove_container(self, container: str) -> bool:
         """Force-remove; False when it was already gone."""
-        with _mapped(f"removing container {container}"):
+        with mapped(f"removing container {container}"):
             try:
                 self.api.remove_container(container, force=True, v=True)
             except docker.errors.NotFound:
@@ -209,24 +209,24 @@ class DockerBackend:
         stderr: bool = True,
         tail: int | str = "all",
     ) -> Iterator[bytes]:
-        with _mapped(f"reading logs of {container}"):
+        with mapped(f"reading logs of {container}"):
             stream = self.api.logs(
                 container, stdout=stdout, stderr=stderr, stream=True, follow=follow, tail=tail
             )
-        with _mapped(f"reading logs of {container}"):
+        with mapped(f"reading logs of {container}"):
             yield from stream
 
     # -- networks --------------------------------------------------------------------------
 
     def network(self, name: str) -> dict[str, Any] | None:
-        with _mapped(f"inspecting network {name}"):
+        with mapped(f"inspecting network {name}"):
             try:
                 return self.api.inspect_network(name)
             except docker.errors.NotFound:
                 return None
 
     def networks(self, *labels: str) -> list[dict[str, Any]]:
-        with _mapped("listing networks"):
+        with mapped("listing networks"):
             return self.api.networks(filters={"label": list(labels)})
 
     def create_network(
@@ -237,7 +237,7 @@ class DockerBackend:
         internal: bool = False,
         options: dict[str, str] | None = None,
     ) -> str:
-        with _mapped(f"creating network {name}"):
+        with mapped(f"creating network {name}"):
             created = self.api.create_network(
                 name,
                 driver="bridge",
@@ -250,7 +250,7 @@ class DockerBackend:
 
     def remove_network(self, network: str) -> bool:
         """False when it was already gone."""
-        with _mapped(f"removing network {network}"):
+        with mapped(f"removing network {network}"):
             try:
                 self.api.remove_network(network)
             except docker.errors.NotFound:
@@ -272,7 +272,7 @@ class DockerBackend:
         (then EOF); returns the exit code and its combined output. This is how secrets reach
         the proxy: the bytes travel over the engine's API socket only, never in argv, env or
         a file."""
-        with _mapped(f"exec in {container}"):
+        with mapped(f"exec in {container}"):
             exec_id = self.api.exec_create(
                 container, cmd, stdin=True, stdout=True, stderr=True, user=user or ""
             )
@@ -293,14 +293,14 @@ class DockerBackend:
         (exec id, the hijacked stream, its owner). Our bytes go raw to its stdin; its output
         comes framed as `frames` reads it. The stream is a socket, or on a TLS or ssh engine
         a socket-like object; the caller closes both it and its owner."""
-        with _mapped(f"exec in {container}"):
+        with mapped(f"exec in {container}"):
             exec_id = self.api.exec_create(container, cmd, stdin=True, stdout=True, stderr=True)
             owner = self.api.exec_start(exec_id["Id"], socket=True)
         return exec_id["Id"], getattr(owner, "_sock", owner), owner
 
     def exec_state(self, exec_id: str) -> dict[str, Any]:
         """`docker exec inspect`: Running, ExitCode, Pid."""
-        with _mapped("inspecting an exec"):
+        with mapped("inspecting an exec"):
             return self.api.exec_inspect(exec_id)
 
     def container_events(self, containers: list[str], events: tuple[str, ...]) -> EventStream:
@@ -311,25 +311,25 @@ class DockerBackend:
     # -- volumes ---------------------------------------------------------------------------
 
     def volume(self, name: str) -> dict[str, Any] | None:
-        with _mapped(f"inspecting volume {name}"):
+        with mapped(f"inspecting volume {name}"):
             try:
                 return self.api.inspect_volume(name)
             except docker.errors.NotFound:
                 return None
 
     def volumes(self, *labels: str) -> list[dict[str, Any]]:
-        with _mapped("listing volumes"):
+        with mapped("listing volumes"):
             return self.api.volumes(filters={"label": list(labels)}).get("Volumes") or []
 
     def create_volume(self, name: str, *, labels: dict[str, str]) -> dict[str, Any]:
         """Docker answers an existing name with that volume, whatever its labels: callers
         look first (services/workspace.py)."""
-        with _mapped(f"creating volume {name}"):
+        with mapped(f"creating volume {name}"):
             return self.api.create_volume(name, driver="local", labels=labels)
 
     def remove_volume(self, name: str) -> bool:
         """False when it was already gone; ConflictError while a container uses it."""
-        with _mapped(f"removing volume {name}"):
+        with mapped(f"removing volume {name}"):
             try:
                 self.api.remove_volume(name)
             except docker.errors.NotFound:
@@ -338,14 +338,14 @@ class DockerBackend:
 
     def containers_using_volume(self, name: str) -> list[dict[str, Any]]:
         """Every container, running or not, that mounts volume `name`."""
-        with _mapped(f"listing the users of volume {name}"):
+        with mapped(f"listing the users of volume {name}"):
             return self.api.containers(all=True, filters={"volume": name})
 
     # -- archives --------------------------------------------------------------------------
 
     def _archive(self, method: str, container: str, **kw: Any) -> requests.Response:
         """The archive endpoint by hand (docker-py has no HEAD, nor put's options); a
-        failure is docker-py's own APIError, which _mapped maps. A HEAD's 404 is returned."""
+        failure is docker-py's own APIError, which mapped maps. A HEAD's 404 is returned."""
         url = f"{self.api.base_url}/v{self.api.api_version}/containers/{quote(container)}/archive"
         res = self.api.request(method, url, timeout=self.api.timeout, **kw)
         try:
@@ -358,7 +358,7 @@ class DockerBackend:
     def path_stat(self, container: str, path: str) -> dict[str, Any] | None:
         """What `path` in `container` is (name, size, mode as Go's FileMode, linkTarget),
         without reading it; None when there is no such path. Works on a stopped container."""
-        with _mapped(f"looking up {path} in {container}"):
+        with mapped(f"looking up {path} in {container}"):
             res = self._archive("HEAD", container, params={"path": path})
         header = res.headers.get("X-Docker-Container-Path-Stat") or ""
         return json.loads(base64.b64decode(header) or b"{}") if res.status_code != 404 else None
@@ -367,18 +367,18 @@ class DockerBackend:
         self, container: str, path: str, *, chunk_size: int = 1 << 20
     ) -> tuple[Iterator[bytes], dict[str, Any]]:
         """A tar stream of `path` in `container`, as chunks, and the path's stat."""
-        with _mapped(f"reading {path} from {container}"):
+        with mapped(f"reading {path} from {container}"):
             stream, stat = self.api.get_archive(container, path, chunk_size=chunk_size)
         return self._chunks(stream, f"reading {path} from {container}"), stat or {}
 
     def _chunks(self, stream: Iterator[bytes], what: str) -> Iterator[bytes]:
-        with _mapped(what):
+        with mapped(what):
             yield from stream
 
     def put_archive(self, container: str, path: str, chunks: Iterable[bytes]) -> None:
         """Extract a tar stream (sent chunked as it is read) into directory `path` of the
         container; a directory is never replaced by a file (noOverwriteDirNonDir)."""
-        with _mapped(f"writing to {path} in {container}"):
+        with mapped(f"writing to {path} in {container}"):
             params = {"path": path, "noOverwriteDirNonDir": "true"}
             self._archive("PUT", container, params=params, data=iter(chunks))
 
@@ -390,7 +390,7 @@ class EventStream:
         self._stream = stream
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        with _mapped("following the engine's events"):
+        with mapped("following the engine's events"):
             yield from self._stream
 
     def close(self) -> None:
