@@ -3,6 +3,8 @@ function and renders. No business rules here and no `import docker`."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from devbox_cli.cli import (
@@ -12,6 +14,7 @@ from devbox_cli.cli import (
     gateways,
     images,
     lifecycle,
+    meta,
     policies,
     ports,
     secrets,
@@ -40,3 +43,13 @@ doctor.register(app)
 lifecycle.register(app)
 ports.register(app)
 copy.register(app)
+meta.register(app)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", "-V", help="Print the version and exit (`devbox version`).")
+    ] = False,
+) -> None:
+    """Run AI agents in Docker sandboxes that never hold a real credential."""

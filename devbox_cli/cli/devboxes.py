@@ -8,16 +8,20 @@ exists so that `devbox --help` lists it.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli import complete
+from devbox_cli.cli.common import Output, OutputOpt, QuietOpt, make_client
+from devbox_cli.errors import ImageMissingError
 
 if TYPE_CHECKING:
     from devbox_cli.engine.views import Devbox
 
-NameArg = Annotated[str, typer.Argument(help="Devbox name.", show_default=False)]
+NameArg = Annotated[
+    str, typer.Argument(help="Devbox name.", show_default=False, autocompletion=complete.devboxes)
+]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
@@ -50,7 +54,13 @@ def create(
         ),
     ] = None,
     network_policy: Annotated[
-        str | None, typer.Option("--network-policy", "-p", help="Network policy for egress.")
+        str | None,
+        typer.Option(
+            "--network-policy",
+            "-p",
+            help="Network policy for egress.",
+            autocompletion=complete.policies,
+        ),
     ] = None,
     env: Annotated[
         list[str] | None,
@@ -123,9 +133,11 @@ def create(
             metavar="SNAPSHOT",
             help="Start from a snapshot's files (`devbox snapshot list`) instead of --image.",
             show_default=False,
+            autocompletion=complete.snapshots,
         ),
     ] = None,
     output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Create a devbox and wait until it can run commands.
 
@@ -145,30 +157,49 @@ def create(
     bindings = parse_gateway_specs(gateway or [])
     env_vars = dict(parse_env_spec(e) for e in env or [])
     client = make_client()
-    with render.progress("creating devbox") as update:
-        box = client.create_devbox(
-            name,
-            image=image,
-            gateways=bindings,
-            policy=network_policy,
-            env=env_vars,
-            cpus=cpus,
-            memory=memory,
-            pids_limit=pids_limit,
-            tmp_size=tmp_size,
-            disk=disk,
-            runtime=runtime,
-            mounts=mount or [],
-            volumes=volume or [],
-            ttl=ttl,
-            from_snapshot=from_snapshot,
-            progress=update,
-        )
+    options = dict(
+        name=name,
+        image=image,
+        gateways=bindings,
+        policy=network_policy,
+        env=env_vars,
+        cpus=cpus,
+        memory=memory,
+        pids_limit=pids_limit,
+        tmp_size=tmp_size,
+        disk=disk,
+        runtime=runtime,
+        mounts=mount or [],
+        volumes=volume or [],
+        ttl=ttl,
+        from_snapshot=from_snapshot,
+    )
+    for _attempt in range(3):  # the proxy image, then the default one, may be missing
+        try:
+            box = _create(client, options)
+            break
+        except ImageMissingError as missing:
+            role = client.images.builds(missing.ref)
+            if role is None:
+                raise
+            with render.steps("images") as (step, detail):
+                step(f"no image {missing.ref} yet: building it, as `devbox images build` does")
+                client.images.build(roles=(role,), step=step, detail=detail)
     if output is Output.json:
         render.print_json(box.to_json())
         return
+    if quiet:
+        print(box.name)
+        return
     _fields(box)
     render.print_success(f"devbox {box.name} is ready: devbox exec {box.name} -- CMD")
+
+
+def _create(client, options: dict[str, Any]) -> Devbox:  # type: ignore[no-untyped-def]
+    from devbox_cli import render
+
+    with render.progress("creating devbox") as update:
+        return client.create_devbox(options.pop("name"), **options, progress=update)
 
 
 def exec_(ctx: typer.Context) -> None:
@@ -316,7 +347,8 @@ def repair(name: NameArg, output: OutputOpt = Output.text) -> None:
 
 def delete(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Devbox names.", show_default=False)
+        list[str] | None,
+        typer.Argument(help="Devbox names.", show_default=False, autocompletion=complete.devboxes),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every devbox.")] = False,
     output: OutputOpt = Output.text,

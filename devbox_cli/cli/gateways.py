@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import (
     ForceOpt,
     Output,
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Gateway name.")]
+NameArg = Annotated[str, typer.Argument(help="Gateway name.", autocompletion=complete.gateways)]
 EndpointOpt = Annotated[
     str | None,
     typer.Option("--endpoint", metavar="URL", help="Upstream base URL, http(s), path allowed."),

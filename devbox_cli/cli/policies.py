@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import (
     ForceOpt,
     Output,
@@ -21,7 +22,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Policy name, e.g. anthropic-only.")]
+NameArg = Annotated[
+    str, typer.Argument(help="Policy name, e.g. anthropic-only.", autocompletion=complete.policies)
+]
 HostsHelp = "HOST: a name or IP, or *.example.com (subdomains at any depth), optional :PORT."
 
 

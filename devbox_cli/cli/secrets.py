@@ -9,11 +9,17 @@ from typing import Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client, report_deleted
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Secret name, an environment-variable name.")]
+NameArg = Annotated[
+    str,
+    typer.Argument(
+        help="Secret name, an environment-variable name.", autocompletion=complete.secrets
+    ),
+]
 FromEnvOpt = Annotated[
     str | None,
     typer.Option("--from-env", metavar="VAR", help="Read the value from environment variable VAR."),

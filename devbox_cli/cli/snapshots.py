@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 app = typer.Typer(no_args_is_help=True)
@@ -14,7 +15,12 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="Devbox to snapshot.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Devbox to snapshot.", show_default=False, autocompletion=complete.devboxes
+        ),
+    ],
     snapshot: Annotated[
         str | None,
         typer.Argument(help="Snapshot name (default: NAME-<UTC time>).", show_default=False),
@@ -62,7 +68,12 @@ def list_(output: OutputOpt = Output.text) -> None:
 
 @app.command("delete")
 def delete(
-    snapshots: Annotated[list[str], typer.Argument(help="Snapshot names.", show_default=False)],
+    snapshots: Annotated[
+        list[str],
+        typer.Argument(
+            help="Snapshot names.", show_default=False, autocompletion=complete.snapshots
+        ),
+    ],
     output: OutputOpt = Output.text,
 ) -> None:
     """Delete snapshots. Missing ones are reported, not errors; one a devbox

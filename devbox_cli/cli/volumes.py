@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 app = typer.Typer(no_args_is_help=True)
@@ -29,7 +30,10 @@ def list_(output: OutputOpt = Output.text) -> None:
 
 @app.command("delete")
 def delete(
-    names: Annotated[list[str], typer.Argument(help="Volume names.", show_default=False)],
+    names: Annotated[
+        list[str],
+        typer.Argument(help="Volume names.", show_default=False, autocompletion=complete.volumes),
+    ],
     force: Annotated[
         bool,
         typer.Option("--force", "-f", help="Also delete the devboxes that use them."),

@@ -132,6 +132,11 @@ class ImageBuilder:
         refs, docker = images.image_refs(), self.engine()
         return [role for role in roles if docker.image(getattr(refs, role)) is None]
 
+    def builds(self, ref: str) -> str | None:
+        """The role of `ref` when it is an image this version builds (base, proxy, default)."""
+        refs = images.image_refs()
+        return next((r for r in images.ROLES if getattr(refs, r) == ref), None)
+
     def build(
         self,
         *,
@@ -212,7 +217,7 @@ class ImageBuilder:
         if not can_debootstrap():
             raise _no_base(images.STOCK_BASE, pulled)
         if pulled is not None:
-            step(f"no registry ({pulled.message.splitlines()[0][:120]}): debootstrap instead")
+            step(f"{pulled.message.splitlines()[0]}; making the base offline with debootstrap")
         root = self._debootstrap(ref, step)
         step(f"importing {ref}")
         with _tar(root) as chunks:
