@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -56,12 +56,12 @@ def print_table(
 
     cells = [["" if v is None else str(v) for v in row] for row in rows]
     console = _console()
-    fit = not wide and (sys.stdout.isatty() or bool(os.environ.get("COLUMNS")))
+    fit = not wide and fits()
     keep = list(range(len(columns)))
     if fit:
         widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
         for name in drop:
-            if sum(widths[i] for i in keep) + 2 * (len(keep) - 1) <= console.width:
+            if sum(widths[i] for i in keep) + len(keep) - 1 <= console.width:
                 break
             if name in columns:
                 keep.remove(columns.index(name))
@@ -73,6 +73,52 @@ def print_table(
     for row in cells:
         table.add_row(*(row[i] for i in keep))
     console.print(table)
+
+
+def fits() -> bool:
+    """Whether output is cut to the terminal's width: on a terminal, or when $COLUMNS says."""
+    return sys.stdout.isatty() or bool(os.environ.get("COLUMNS"))
+
+
+def column_printer(
+    columns: Sequence[tuple[str, int | None]],
+) -> Callable[[Sequence[str], bool], None]:
+    """Aligned columns printed a line at a time (for a log that is followed): prints the
+    header, returns `emit(cells, alert)`. Each column keeps its width; the one of width None
+    takes what the terminal has left. Cut to the terminal's width where fits(); whole
+    otherwise. An alert line is red on a terminal (bold where NO_COLOR is set)."""
+    from rich.text import Text
+
+    console = _console()
+    fixed = sum(w or 0 for _, w in columns) + 2 * (len(columns) - 1)
+    cut = fits()
+    rest = max(12, console.width - fixed) if cut else None
+    widths = [w if w is not None else rest for _, w in columns]
+
+    def line(cells: Sequence[str]) -> str:
+        out = []
+        for cell, width in zip(cells, widths, strict=True):
+            if width is None:
+                out.append(cell)
+                continue
+            if cut and len(cell) > width:
+                cell = cell[: width - 1] + "…"
+            out.append(cell.ljust(width))
+        return "  ".join(out).rstrip()
+
+    def emit(cells: Sequence[str], alert: bool = False) -> None:
+        style = ("bold" if console.no_color else "red") if alert else ""
+        console.print(Text(line(cells), style=style), crop=False, soft_wrap=True)
+        sys.stdout.flush()
+
+    console.print(Text(line([name for name, _ in columns]), style="bold"), soft_wrap=True)
+    return emit
+
+
+def print_names(names: Iterable[str]) -> None:
+    """One name a line on stdout, nothing else: `-q` output, for scripts."""
+    sys.stdout.write("".join(f"{n}\n" for n in names))
+    sys.stdout.flush()
 
 
 def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
@@ -89,6 +135,10 @@ def print_fields(fields: Sequence[tuple[str, Any]]) -> None:
 
 def print_success(message: str) -> None:
     _console(stderr=True).print(f"[green]✓[/green] {_escape(message)}")
+
+
+def print_note(message: str) -> None:
+    _console(stderr=True).print(message, style="dim", markup=False)
 
 
 def print_warning(message: str) -> None:

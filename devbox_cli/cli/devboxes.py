@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from devbox_cli.cli import complete
-from devbox_cli.cli.common import Output, OutputOpt, QuietOpt, make_client
+from devbox_cli.cli.common import Output, OutputOpt, QuietOpt, WideOpt, make_client
 from devbox_cli.errors import ImageMissingError
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ def shell(name: NameArg) -> None:
     raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"], heal=heal_before_exec))
 
 
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List devboxes, read from Docker: status of the box and its proxy.
 
     PROXY is `configured` when the proxy took its config since it last
@@ -236,6 +236,9 @@ def list_(output: OutputOpt = Output.text) -> None:
     boxes = make_client().list_devboxes()
     if output is Output.json:
         render.print_json([b.to_json() for b in boxes])
+        return
+    if quiet:
+        render.print_names(b.name for b in boxes)
         return
     render.print_table(
         ["NAME", "STATUS", "PROXY", "POLICY", "GATEWAYS", "IMAGE", "CREATED", "EXPIRES"],
@@ -253,6 +256,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for b in boxes
         ],
         empty="no devboxes: create one with `devbox create NAME`",
+        wide=wide,
+        drop=("IMAGE", "CREATED", "EXPIRES", "GATEWAYS", "POLICY"),
     )
 
 
@@ -291,6 +296,25 @@ def logs(
     egress: Annotated[
         bool, typer.Option("--egress", help="The proxy's audit log instead of the box's output.")
     ] = False,
+    denied: Annotated[
+        bool, typer.Option("--denied", help="With --egress: only what was refused.")
+    ] = False,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="With --egress: only the last DURATION (15m, 2h, 1d) or since a UTC time.",
+            show_default=False,
+        ),
+    ] = None,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            metavar="PATTERN",
+            help="With --egress: only hosts matching PATTERN, e.g. '*.anthropic.com'.",
+            show_default=False,
+        ),
+    ] = None,
     tail: Annotated[
         int | None, typer.Option(help="Only the last N lines.", show_default=False)
     ] = None,
@@ -298,35 +322,40 @@ def logs(
 ) -> None:
     """Print a devbox's output, or with --egress its egress audit log.
 
-    The audit log is a table on a terminal and JSON lines with -o json
-    (or when piped).
+    The audit log is aligned columns (TIME is UTC; BYTES both ways),
+    denials in red on a terminal; -o json prints the proxy's own lines,
+    one JSON object each.
+
+        devbox logs agent --egress --denied --since 1h
+        devbox logs agent --egress -f --host '*.github.com'
     """
     from devbox_cli import render
+    from devbox_cli.errors import UsageError
+    from devbox_cli.services.egress import COLUMNS, egress_filter, egress_row
 
+    wanted = egress_filter(denied=denied, since=since, host=host)
+    if wanted.active and not egress:
+        raise UsageError("--denied, --since and --host filter the egress log: add --egress")
     client, lines = make_client(), "all" if tail is None else tail
     if not egress:
         for chunk in client.devbox_logs(name, follow=follow, tail=lines):
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
         return
-    as_table = output is Output.text and sys.stdout.isatty()
-    columns = ["TIME", "KIND", "METHOD", "HOST", "PORT", "PATH", "STATUS", "DECISION", "RULE"]
-    rows = []
+    emit = None if output is Output.json else render.column_printer(COLUMNS)
+    shown = 0
     for record in client.egress_log(name, follow=follow, tail=lines):
-        if not as_table:
+        if not wanted.admits(record.fields):
+            continue
+        if emit is None:
             sys.stdout.write(record.line + "\n")
             sys.stdout.flush()
-            continue
-        if record.fields is None:
-            continue
-        row = [record.fields.get(c.lower(), "") for c in columns]
-        if follow:
-            sys.stdout.write("  ".join(str(v) for v in row) + "\n")
-            sys.stdout.flush()
-        else:
-            rows.append(row)
-    if as_table and not follow:
-        render.print_table(columns, rows, empty=f"no egress recorded for devbox {name} yet")
+        elif record.fields is not None:
+            emit(egress_row(record.fields), record.fields.get("decision") != "allow")
+            shown += 1
+    if emit is not None and not shown and not follow:
+        what = "that matches" if wanted.active else "recorded"
+        render.print_note(f"no egress {what} for devbox {name} yet")
 
 
 def repair(name: NameArg, output: OutputOpt = Output.text) -> None:

@@ -13,6 +13,8 @@ from devbox_cli.cli.common import (
     ForceOpt,
     Output,
     OutputOpt,
+    QuietOpt,
+    WideOpt,
     applied_note,
     make_client,
     report_deleted,
@@ -188,13 +190,16 @@ def update(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List gateways."""
     from devbox_cli import render
 
     gateways = make_client().list_gateways()
     if output is Output.json:
         render.print_json([g.to_json() for g in gateways])
+        return
+    if quiet:
+        render.print_names(g.name for g in gateways)
         return
     render.print_table(
         ["NAME", "ENDPOINT", "AUTH", "HEADERS", "CA", "DESCRIPTION"],
@@ -210,6 +215,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for g in gateways
         ],
         empty="no gateways yet: create one with `devbox gateway create NAME --preset anthropic`",
+        wide=wide,
+        drop=("DESCRIPTION", "CA", "HEADERS", "AUTH"),
     )
 
 

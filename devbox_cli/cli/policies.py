@@ -12,6 +12,8 @@ from devbox_cli.cli.common import (
     ForceOpt,
     Output,
     OutputOpt,
+    QuietOpt,
+    WideOpt,
     applied_note,
     make_client,
     report_deleted,
@@ -146,13 +148,16 @@ def update(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List network policies."""
     from devbox_cli import render
 
     policies = make_client().list_policies()
     if output is Output.json:
         render.print_json([p.to_json() for p in policies])
+        return
+    if quiet:
+        render.print_names(p.name for p in policies)
         return
     render.print_table(
         ["NAME", "ALLOW", "DENY", "ALLOW-CIDR", "ALLOW-ALL", "DESCRIPTION"],
@@ -168,6 +173,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for p in policies
         ],
         empty="no policies yet: create one with `devbox policy create NAME --allow HOST`",
+        wide=wide,
+        drop=("DESCRIPTION", "ALLOW-ALL", "ALLOW-CIDR", "DENY"),
     )
 
 
