@@ -14,6 +14,7 @@ from devbox_cli.cli import (
     gateways,
     images,
     lifecycle,
+    logs,
     meta,
     policies,
     ports,
@@ -38,6 +39,7 @@ app.add_typer(volumes.app, name="volume", help="Devbox volumes: data that outliv
 app.add_typer(images.app, name="images", help="The images devbox runs: build and list them.")
 app.add_typer(snapshots.app, name="snapshot", help="Snapshots: a devbox's files as a local image.")
 devboxes.register(app)
+logs.register(app)
 watch.register(app)
 doctor.register(app)
 lifecycle.register(app)
