@@ -81,30 +81,41 @@ def fits() -> bool:
 
 
 def column_printer(
-    columns: Sequence[tuple[str, int | None]],
+    columns: Sequence[tuple[str, int | None]], *, drop: Sequence[str] = ()
 ) -> Callable[[Sequence[str], bool], None]:
     """Aligned columns printed a line at a time (for a log that is followed): prints the
     header, returns `emit(cells, alert)`. Each column keeps its width; the one of width None
-    takes what the terminal has left. Cut to the terminal's width where fits(); whole
-    otherwise. An alert line is red on a terminal (bold where NO_COLOR is set)."""
+    takes what the terminal has left (at least MIN_REST). Where fits(), the columns named in
+    `drop` go first, in that order, while the line would not fit, then cells are cut short;
+    elsewhere every column is kept and nothing is cut. An alert line is red on a terminal
+    (bold where NO_COLOR is set)."""
     from rich.text import Text
 
     console = _console()
-    fixed = sum(w or 0 for _, w in columns) + 2 * (len(columns) - 1)
     cut = fits()
-    rest = max(12, console.width - fixed) if cut else None
-    widths = [w if w is not None else rest for _, w in columns]
+    keep = list(range(len(columns)))
+
+    def fixed() -> int:
+        return sum(columns[i][1] or 0 for i in keep) + len(keep) - 1
+
+    for name in drop if cut else ():
+        if fixed() + MIN_REST <= console.width:
+            break
+        keep = [i for i in keep if columns[i][0] != name]
+    rest = max(MIN_REST, console.width - fixed()) if cut else None
+    widths = [(i, columns[i][1] or rest) for i in keep]
 
     def line(cells: Sequence[str]) -> str:
         out = []
-        for cell, width in zip(cells, widths, strict=True):
+        for i, width in widths:
+            cell = cells[i]
             if width is None:
                 out.append(cell)
                 continue
             if cut and len(cell) > width:
                 cell = cell[: width - 1] + "…"
             out.append(cell.ljust(width))
-        return "  ".join(out).rstrip()
+        return " ".join(out).rstrip()
 
     def emit(cells: Sequence[str], alert: bool = False) -> None:
         style = ("bold" if console.no_color else "red") if alert else ""
@@ -113,6 +124,9 @@ def column_printer(
 
     console.print(Text(line([name for name, _ in columns]), style="bold"), soft_wrap=True)
     return emit
+
+
+MIN_REST = 12
 
 
 def print_names(names: Iterable[str]) -> None:

@@ -62,7 +62,7 @@ def logs(
     """
     from devbox_cli import render
     from devbox_cli.errors import UsageError
-    from devbox_cli.services.egress import COLUMNS, egress_filter, egress_row
+    from devbox_cli.services.egress import COLUMNS, DROP, egress_filter, egress_row
 
     wanted = egress_filter(denied=denied, since=since, host=host)
     if wanted.active and not egress:
@@ -73,7 +73,7 @@ def logs(
             sys.stdout.buffer.write(chunk)
             sys.stdout.buffer.flush()
         return
-    emit = None if output is Output.json else render.column_printer(COLUMNS)
+    emit = None if output is Output.json else render.column_printer(COLUMNS, drop=DROP)
     shown = 0
     for record in client.egress_log(name, follow=follow, tail=lines):
         if not wanted.admits(record.fields):

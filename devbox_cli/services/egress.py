@@ -117,13 +117,15 @@ COLUMNS = (
     ("TIME", 8),
     ("DECISION", 8),
     ("METHOD", 7),
-    ("HOST:PORT", 26),
+    ("HOST:PORT", 25),
     ("PATH", None),
     ("STATUS", 6),
     ("RULE", 16),
     ("BYTES", 7),
     ("DURATION", 8),
 )
+# What a narrow terminal does without, first to last (`docker ps` drops columns too).
+DROP = ("BYTES", "DURATION", "METHOD", "RULE")
 
 
 def egress_row(fields: Mapping[str, Any]) -> list[str]:
