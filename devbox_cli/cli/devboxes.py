@@ -198,7 +198,7 @@ def _create(client, options: dict[str, Any]) -> Devbox:  # type: ignore[no-untyp
     from devbox_cli import render
 
     with render.progress("creating devbox") as update:
-        return client.create_devbox(options.pop("name"), **options, progress=update)
+        return client.create_devbox(**options, progress=update)
 
 
 def exec_(ctx: typer.Context) -> None:
