@@ -27,7 +27,12 @@ PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_o
 
 def register(app: typer.Typer) -> None:
     app.command("create")(create)
-    app.command("exec", context_settings=PASSTHROUGH, add_help_option=False)(exec_)
+    app.command(
+        "exec",
+        cls=complete.exec_command_class(),
+        context_settings=PASSTHROUGH,
+        add_help_option=False,
+    )(exec_)
     app.command("shell")(shell)
     app.command("list")(list_)
     app.command("show")(show)

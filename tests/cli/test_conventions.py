@@ -173,6 +173,14 @@ def test_completion_of_devbox_names_asks_the_engine_for_this_stores_own(engine):
     assert bash_complete("devbox stop a", env) == ["agent-two", "agent-with-gateway"]
 
 
+def test_completion_of_exec_completes_the_devbox_name_only(engine):
+    env = {"DOCKER_HOST": engine.host}
+    assert bash_complete("devbox exec agent-t", env) == ["agent-two"]
+    assert bash_complete("devbox exec -u root agent-t", env) == ["agent-two"]
+    assert bash_complete("devbox exec agent-two ", env) == []
+    assert bash_complete("devbox exec -u ", env) == []
+
+
 def test_completion_without_an_engine_completes_nothing_and_prints_no_error(store_id):
     assert bash_complete("devbox show ", NOWHERE) == []
 
