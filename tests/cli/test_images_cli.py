@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -108,3 +109,39 @@ def test_images_list_tells_current_from_other_versions_and_missing(engine):
     assert text[0].split()[:3] == ["ROLE", "IMAGE", "STATE"]
     assert len(text) == 5 and all(len(line) <= 80 for line in text)
     assert devbox("images", "list", "-q", env=env).stdout.split() == [REFS.base, other]
+
+
+def run_on_a_terminal(args: list[str], env: dict[str, str]) -> str:
+    """`devbox ARGS` with stdout and stderr on a pseudo-terminal; what it wrote there."""
+    import pty
+
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devbox_cli", *args], stdin=subprocess.DEVNULL,
+        stdout=sub, stderr=sub, env={**os.environ, "DEVBOX_IMAGE_NAMESPACE": NS, **env},
+    )  # fmt: skip
+    os.close(sub)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the terminal closed: the process is gone
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=60)
+    os.close(main)
+    return out.decode("utf-8", "replace")
+
+
+def test_progress_is_rich_on_a_terminal_and_plain_lines_elsewhere(engine, tmp_path):
+    env = {"DOCKER_HOST": engine.host, "PATH": no_debootstrap_path(tmp_path)}
+    plain = devbox("images", "build", env=env).stderr
+    assert "images: pulling debian:bookworm-slim\n" in plain
+    assert "\x1b[" not in plain
+    terminal = run_on_a_terminal(["images", "build"], {**env, "TERM": "xterm"})
+    assert "\x1b[" in terminal  # a spinner, and colour
+    terminal = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal)
+    assert "• pulling debian:bookworm-slim" in terminal
+    assert "images: pulling" not in terminal
