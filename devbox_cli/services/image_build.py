@@ -127,11 +127,6 @@ class ImageBuilder:
         order = {role: n for n, role in enumerate(images.ROLES)}
         return sorted(found, key=lambda i: (not i.current, order[i.role], i.ref))
 
-    def missing(self, *roles: str) -> list[str]:
-        """Which of `roles` this version needs and the engine lacks."""
-        refs, docker = images.image_refs(), self.engine()
-        return [role for role in roles if docker.image(getattr(refs, role)) is None]
-
     def builds(self, ref: str) -> str | None:
         """The role of `ref` when it is an image this version builds (base, proxy, default)."""
         refs = images.image_refs()
