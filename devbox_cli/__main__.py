@@ -30,6 +30,14 @@ def _heal_proxy(name: str) -> None:
 def _typer_main(args: list[str]) -> int:
     import typer
 
+    if args[:1] in (["--version"], ["-V"]):
+        args = ["version", *args[1:]]  # `devbox --version -o json` as `devbox version -o json`
+    if os.environ.get("_DEVBOX_COMPLETE"):
+        # A shell asking for completions (`devbox completion SHELL` wrote the script): Typer
+        # registers its shells' completion classes only when it adds its own options.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     from devbox_cli.cli import app
     from devbox_cli.errors import DevboxError
 

@@ -23,6 +23,7 @@ from devbox_cli.services.devboxes import DevboxService
 from devbox_cli.services.doctor import Doctor
 from devbox_cli.services.gateways import GatewayService
 from devbox_cli.services.healing import Healer
+from devbox_cli.services.image_build import ImageBuilder
 from devbox_cli.services.lifecycle import LifecycleService
 from devbox_cli.services.policies import PolicyService
 from devbox_cli.services.ports import PortForwardService
@@ -79,6 +80,7 @@ class Client:
         self.lifecycle = LifecycleService(self.engine, self.store, self.proxies, self.devboxes)
         self.snapshots = SnapshotService(self.engine, self.store)
         self.ports = PortForwardService(self.engine)
+        self.images = ImageBuilder(self.engine)
 
     def engine(self) -> DockerBackend:
         """The Docker engine, connected on first use: commands on the store alone never
@@ -147,3 +149,6 @@ class Client:
     delete_snapshots = _Via("snapshots", SnapshotService.delete)
 
     port_forward = _Via("ports", PortForwardService.forward)
+
+    build_images = _Via("images", ImageBuilder.build)
+    list_images = _Via("images", ImageBuilder.list)

@@ -33,6 +33,14 @@ class NotFoundError(DevboxError):
     exit_code = 3
 
 
+class ImageMissingError(NotFoundError):
+    """An image a devbox needs is not in the engine; `ref` names it."""
+
+    def __init__(self, message: str, hint: str | None = None, *, ref: str) -> None:
+        super().__init__(message, hint)
+        self.ref = ref
+
+
 class ConflictError(DevboxError):
     """A name is taken, or the thing is still in use."""
 

@@ -19,6 +19,11 @@ OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="Output format: text or json.", show_default=True)
 ]
 
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Only names, one a line (for scripts).")
+]
+WideOpt = Annotated[bool, typer.Option("--wide", help="Every column, however wide the terminal.")]
+
 
 def make_client():  # type: ignore[no-untyped-def]  # -> devbox_cli.client.Client
     """The Client a command uses. On a terminal, it asks for the store passphrase (hidden)

@@ -8,26 +8,34 @@ exists so that `devbox --help` lists it.
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli import complete
+from devbox_cli.cli.common import Output, OutputOpt, QuietOpt, WideOpt, make_client
+from devbox_cli.errors import ImageMissingError
 
 if TYPE_CHECKING:
     from devbox_cli.engine.views import Devbox
 
-NameArg = Annotated[str, typer.Argument(help="Devbox name.", show_default=False)]
+NameArg = Annotated[
+    str, typer.Argument(help="Devbox name.", show_default=False, autocompletion=complete.devboxes)
+]
 PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 
 
 def register(app: typer.Typer) -> None:
     app.command("create")(create)
-    app.command("exec", context_settings=PASSTHROUGH, add_help_option=False)(exec_)
+    app.command(
+        "exec",
+        cls=complete.exec_command_class(),
+        context_settings=PASSTHROUGH,
+        add_help_option=False,
+    )(exec_)
     app.command("shell")(shell)
     app.command("list")(list_)
     app.command("show")(show)
-    app.command("logs")(logs)
     app.command("repair")(repair)
     app.command("delete")(delete)
 
@@ -50,7 +58,13 @@ def create(
         ),
     ] = None,
     network_policy: Annotated[
-        str | None, typer.Option("--network-policy", "-p", help="Network policy for egress.")
+        str | None,
+        typer.Option(
+            "--network-policy",
+            "-p",
+            help="Network policy for egress.",
+            autocompletion=complete.policies,
+        ),
     ] = None,
     env: Annotated[
         list[str] | None,
@@ -123,9 +137,11 @@ def create(
             metavar="SNAPSHOT",
             help="Start from a snapshot's files (`devbox snapshot list`) instead of --image.",
             show_default=False,
+            autocompletion=complete.snapshots,
         ),
     ] = None,
     output: OutputOpt = Output.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Create a devbox and wait until it can run commands.
 
@@ -145,30 +161,49 @@ def create(
     bindings = parse_gateway_specs(gateway or [])
     env_vars = dict(parse_env_spec(e) for e in env or [])
     client = make_client()
-    with render.progress("creating devbox") as update:
-        box = client.create_devbox(
-            name,
-            image=image,
-            gateways=bindings,
-            policy=network_policy,
-            env=env_vars,
-            cpus=cpus,
-            memory=memory,
-            pids_limit=pids_limit,
-            tmp_size=tmp_size,
-            disk=disk,
-            runtime=runtime,
-            mounts=mount or [],
-            volumes=volume or [],
-            ttl=ttl,
-            from_snapshot=from_snapshot,
-            progress=update,
-        )
+    options = dict(
+        name=name,
+        image=image,
+        gateways=bindings,
+        policy=network_policy,
+        env=env_vars,
+        cpus=cpus,
+        memory=memory,
+        pids_limit=pids_limit,
+        tmp_size=tmp_size,
+        disk=disk,
+        runtime=runtime,
+        mounts=mount or [],
+        volumes=volume or [],
+        ttl=ttl,
+        from_snapshot=from_snapshot,
+    )
+    for _attempt in range(3):  # the proxy image, then the default one, may be missing
+        try:
+            box = _create(client, options)
+            break
+        except ImageMissingError as missing:
+            role = client.images.builds(missing.ref)
+            if role is None:
+                raise
+            with render.steps("images") as (step, detail):
+                step(f"no image {missing.ref} yet: building it, as `devbox images build` does")
+                client.images.build(roles=(role,), step=step, detail=detail)
     if output is Output.json:
         render.print_json(box.to_json())
         return
+    if quiet:
+        print(box.name)
+        return
     _fields(box)
     render.print_success(f"devbox {box.name} is ready: devbox exec {box.name} -- CMD")
+
+
+def _create(client, options: dict[str, Any]) -> Devbox:  # type: ignore[no-untyped-def]
+    from devbox_cli import render
+
+    with render.progress("creating devbox") as update:
+        return client.create_devbox(**options, progress=update)
 
 
 def exec_(ctx: typer.Context) -> None:
@@ -192,7 +227,7 @@ def shell(name: NameArg) -> None:
     raise typer.Exit(fastexec.main([*flags, name, "--", "bash", "-l"], heal=heal_before_exec))
 
 
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List devboxes, read from Docker: status of the box and its proxy.
 
     PROXY is `configured` when the proxy took its config since it last
@@ -205,6 +240,9 @@ def list_(output: OutputOpt = Output.text) -> None:
     boxes = make_client().list_devboxes()
     if output is Output.json:
         render.print_json([b.to_json() for b in boxes])
+        return
+    if quiet:
+        render.print_names(b.name for b in boxes)
         return
     render.print_table(
         ["NAME", "STATUS", "PROXY", "POLICY", "GATEWAYS", "IMAGE", "CREATED", "EXPIRES"],
@@ -222,6 +260,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for b in boxes
         ],
         empty="no devboxes: create one with `devbox create NAME`",
+        wide=wide,
+        drop=("IMAGE", "CREATED", "EXPIRES", "GATEWAYS", "POLICY"),
     )
 
 
@@ -252,52 +292,6 @@ def show(name: NameArg, output: OutputOpt = Output.text) -> None:
         )
 
 
-def logs(
-    name: NameArg,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new lines.")
-    ] = False,
-    egress: Annotated[
-        bool, typer.Option("--egress", help="The proxy's audit log instead of the box's output.")
-    ] = False,
-    tail: Annotated[
-        int | None, typer.Option(help="Only the last N lines.", show_default=False)
-    ] = None,
-    output: OutputOpt = Output.text,
-) -> None:
-    """Print a devbox's output, or with --egress its egress audit log.
-
-    The audit log is a table on a terminal and JSON lines with -o json
-    (or when piped).
-    """
-    from devbox_cli import render
-
-    client, lines = make_client(), "all" if tail is None else tail
-    if not egress:
-        for chunk in client.devbox_logs(name, follow=follow, tail=lines):
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
-        return
-    as_table = output is Output.text and sys.stdout.isatty()
-    columns = ["TIME", "KIND", "METHOD", "HOST", "PORT", "PATH", "STATUS", "DECISION", "RULE"]
-    rows = []
-    for record in client.egress_log(name, follow=follow, tail=lines):
-        if not as_table:
-            sys.stdout.write(record.line + "\n")
-            sys.stdout.flush()
-            continue
-        if record.fields is None:
-            continue
-        row = [record.fields.get(c.lower(), "") for c in columns]
-        if follow:
-            sys.stdout.write("  ".join(str(v) for v in row) + "\n")
-            sys.stdout.flush()
-        else:
-            rows.append(row)
-    if as_table and not follow:
-        render.print_table(columns, rows, empty=f"no egress recorded for devbox {name} yet")
-
-
 def repair(name: NameArg, output: OutputOpt = Output.text) -> None:
     """Start a devbox's stopped containers and push its proxy config again.
 
@@ -316,7 +310,8 @@ def repair(name: NameArg, output: OutputOpt = Output.text) -> None:
 
 def delete(
     names: Annotated[
-        list[str] | None, typer.Argument(help="Devbox names.", show_default=False)
+        list[str] | None,
+        typer.Argument(help="Devbox names.", show_default=False, autocompletion=complete.devboxes),
     ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Delete every devbox.")] = False,
     output: OutputOpt = Output.text,

@@ -8,10 +8,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import (
     ForceOpt,
     Output,
     OutputOpt,
+    QuietOpt,
+    WideOpt,
     applied_note,
     make_client,
     report_deleted,
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Gateway name.")]
+NameArg = Annotated[str, typer.Argument(help="Gateway name.", autocompletion=complete.gateways)]
 EndpointOpt = Annotated[
     str | None,
     typer.Option("--endpoint", metavar="URL", help="Upstream base URL, http(s), path allowed."),
@@ -187,13 +190,16 @@ def update(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List gateways."""
     from devbox_cli import render
 
     gateways = make_client().list_gateways()
     if output is Output.json:
         render.print_json([g.to_json() for g in gateways])
+        return
+    if quiet:
+        render.print_names(g.name for g in gateways)
         return
     render.print_table(
         ["NAME", "ENDPOINT", "AUTH", "HEADERS", "CA", "DESCRIPTION"],
@@ -209,6 +215,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for g in gateways
         ],
         empty="no gateways yet: create one with `devbox gateway create NAME --preset anthropic`",
+        wide=wide,
+        drop=("DESCRIPTION", "CA", "HEADERS", "AUTH"),
     )
 
 

@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 if TYPE_CHECKING:
     from devbox_cli.engine.views import LifecycleResult
 
-NamesArg = Annotated[list[str], typer.Argument(help="Devbox names.", show_default=False)]
+NamesArg = Annotated[
+    list[str],
+    typer.Argument(help="Devbox names.", show_default=False, autocompletion=complete.devboxes),
+]
 
 
 def register(app: typer.Typer) -> None:

@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import (
     ForceOpt,
     Output,
     OutputOpt,
+    QuietOpt,
+    WideOpt,
     applied_note,
     make_client,
     report_deleted,
@@ -21,7 +24,9 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Policy name, e.g. anthropic-only.")]
+NameArg = Annotated[
+    str, typer.Argument(help="Policy name, e.g. anthropic-only.", autocompletion=complete.policies)
+]
 HostsHelp = "HOST: a name or IP, or *.example.com (subdomains at any depth), optional :PORT."
 
 
@@ -143,13 +148,16 @@ def update(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List network policies."""
     from devbox_cli import render
 
     policies = make_client().list_policies()
     if output is Output.json:
         render.print_json([p.to_json() for p in policies])
+        return
+    if quiet:
+        render.print_names(p.name for p in policies)
         return
     render.print_table(
         ["NAME", "ALLOW", "DENY", "ALLOW-CIDR", "ALLOW-ALL", "DESCRIPTION"],
@@ -165,6 +173,8 @@ def list_(output: OutputOpt = Output.text) -> None:
             for p in policies
         ],
         empty="no policies yet: create one with `devbox policy create NAME --allow HOST`",
+        wide=wide,
+        drop=("DESCRIPTION", "ALLOW-ALL", "ALLOW-CIDR", "DENY"),
     )
 
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from devbox_cli.cli import complete
 from devbox_cli.cli.common import Output, OutputOpt, make_client
 
 
@@ -14,7 +15,10 @@ def register(app: typer.Typer) -> None:
 
 
 def port_forward(
-    name: Annotated[str, typer.Argument(help="Devbox name.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(help="Devbox name.", show_default=False, autocompletion=complete.devboxes),
+    ],
     ports: Annotated[
         str,
         typer.Argument(

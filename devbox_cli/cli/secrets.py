@@ -9,11 +9,25 @@ from typing import Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, applied_note, make_client, report_deleted
+from devbox_cli.cli import complete
+from devbox_cli.cli.common import (
+    Output,
+    OutputOpt,
+    QuietOpt,
+    WideOpt,
+    applied_note,
+    make_client,
+    report_deleted,
+)
 
 app = typer.Typer(no_args_is_help=True)
 
-NameArg = Annotated[str, typer.Argument(help="Secret name, an environment-variable name.")]
+NameArg = Annotated[
+    str,
+    typer.Argument(
+        help="Secret name, an environment-variable name.", autocompletion=complete.secrets
+    ),
+]
 FromEnvOpt = Annotated[
     str | None,
     typer.Option("--from-env", metavar="VAR", help="Read the value from environment variable VAR."),
@@ -69,7 +83,7 @@ def update(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List secrets: names and timestamps, never values."""
     from devbox_cli import render
 
@@ -77,10 +91,15 @@ def list_(output: OutputOpt = Output.text) -> None:
     if output is Output.json:
         render.print_json([s.to_json() for s in secrets])
         return
+    if quiet:
+        render.print_names(s.name for s in secrets)
+        return
     render.print_table(
         ["NAME", "CREATED", "UPDATED"],
         [(s.name, s.created_at, s.updated_at) for s in secrets],
         empty="no secrets yet: create one with `devbox secret create NAME`",
+        wide=wide,
+        drop=("UPDATED", "CREATED"),
     )
 
 

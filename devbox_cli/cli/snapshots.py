@@ -7,14 +7,20 @@ from typing import Annotated
 
 import typer
 
-from devbox_cli.cli.common import Output, OutputOpt, make_client
+from devbox_cli.cli import complete
+from devbox_cli.cli.common import Output, OutputOpt, QuietOpt, WideOpt, make_client
 
 app = typer.Typer(no_args_is_help=True)
 
 
 @app.command("create")
 def create(
-    name: Annotated[str, typer.Argument(help="Devbox to snapshot.", show_default=False)],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Devbox to snapshot.", show_default=False, autocompletion=complete.devboxes
+        ),
+    ],
     snapshot: Annotated[
         str | None,
         typer.Argument(help="Snapshot name (default: NAME-<UTC time>).", show_default=False),
@@ -45,7 +51,7 @@ def create(
 
 
 @app.command("list")
-def list_(output: OutputOpt = Output.text) -> None:
+def list_(output: OutputOpt = Output.text, quiet: QuietOpt = False, wide: WideOpt = False) -> None:
     """List this store's snapshots."""
     from devbox_cli import render
 
@@ -53,16 +59,26 @@ def list_(output: OutputOpt = Output.text) -> None:
     if output is Output.json:
         render.print_json([s.to_json() for s in snaps])
         return
+    if quiet:
+        render.print_names(s.name for s in snaps)
+        return
     render.print_table(
         ["NAME", "SOURCE", "CREATED", "SIZE", "IMAGE"],
         [(s.name, s.source or "-", s.created_at, _size(s.size), s.image) for s in snaps],
         empty="no snapshots: take one with `devbox snapshot create NAME`",
+        wide=wide,
+        drop=("IMAGE", "SIZE", "SOURCE", "CREATED"),
     )
 
 
 @app.command("delete")
 def delete(
-    snapshots: Annotated[list[str], typer.Argument(help="Snapshot names.", show_default=False)],
+    snapshots: Annotated[
+        list[str],
+        typer.Argument(
+            help="Snapshot names.", show_default=False, autocompletion=complete.snapshots
+        ),
+    ],
     output: OutputOpt = Output.text,
 ) -> None:
     """Delete snapshots. Missing ones are reported, not errors; one a devbox

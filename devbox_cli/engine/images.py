@@ -4,8 +4,11 @@ An image's tag is the package version plus a digest of its build inputs (the pro
 requirements and Dockerfile; the default image's Dockerfile; the base's package list), so a
 changed proxy or image gets a new name and is never mistaken for an old build of the same
 version: `devbox create` then finds it missing instead of running stale code, and two
-checkouts with different proxies can share one engine. images/build.sh builds under these
-names (`python -m devbox_cli.engine.images` prints them).
+checkouts with different proxies can share one engine. `devbox images build`
+(services/image_build.py; `make images` and images/build.sh call it) builds under these names
+(`python -m devbox_cli.engine.images` prints them). $DEVBOX_IMAGE_NAMESPACE replaces the
+`devbox` in front of them: a test can build everything anew without touching the images
+other checkouts run.
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from devbox_cli import __version__
 ASSETS = Path(__file__).resolve().parents[1] / "images"
 BASE_PACKAGES = ASSETS / "base-packages.txt"
 DEFAULT_DOCKERFILE = ASSETS / "default.Dockerfile"
+BASE_DOCKERFILE = ASSETS / "base.Dockerfile"
 BASE_SUITE = "bookworm"
+# The base on a machine that can pull: Debian's own small image of the same suite, with
+# BASE_PACKAGES installed on top (debootstrap makes the same root offline).
+STOCK_BASE = f"debian:{BASE_SUITE}-slim"
+ROLES = ("base", "proxy", "default")
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,25 @@ def proxy_inputs() -> list[Path]:
     return [*sorted(here.glob("*.py")), here / "requirements.txt", here / "Dockerfile"]
 
 
+def build_inputs() -> dict[str, list[Path]]:
+    """Every file each image's name is a digest of, by role."""
+    return {
+        "base": [BASE_PACKAGES],
+        "proxy": proxy_inputs(),
+        "default": [DEFAULT_DOCKERFILE],
+    }
+
+
+def namespace() -> str:
+    """The repository prefix of every devbox image: $DEVBOX_IMAGE_NAMESPACE, else devbox."""
+    return os.environ.get("DEVBOX_IMAGE_NAMESPACE") or "devbox"
+
+
+def split_repo(ref: str) -> str:
+    """`devbox/proxy:0.1.0-abc` -> `devbox/proxy`."""
+    return ref.rpartition(":")[0] or ref
+
+
 def digest(paths: list[Path], *extra: str) -> str:
     h = hashlib.sha256()
     for part in extra:
@@ -54,13 +81,21 @@ def digest(paths: list[Path], *extra: str) -> str:
     return h.hexdigest()[:12]
 
 
-@cache
 def image_refs() -> ImageRefs:
-    base = f"devbox/base:{BASE_SUITE}-{digest([BASE_PACKAGES], BASE_SUITE)}"
+    return refs_in(namespace())
+
+
+@cache
+def refs_in(ns: str) -> ImageRefs:
+    """The names of the images under namespace `ns` (cached: the inputs are read once)."""
+    inputs = build_inputs()
+    # The digests never see the namespace: the same files make the same tags everywhere.
+    base_tag = f"{BASE_SUITE}-{digest(inputs['base'], BASE_SUITE)}"
+    base = f"devbox/base:{base_tag}"
     return ImageRefs(
-        base=base,
-        proxy=f"devbox/proxy:{__version__}-{digest(proxy_inputs(), base)}",
-        default=f"devbox/default:{__version__}-{digest([DEFAULT_DOCKERFILE], base)}",
+        base=f"{ns}/base:{base_tag}",
+        proxy=f"{ns}/proxy:{__version__}-{digest(inputs['proxy'], base)}",
+        default=f"{ns}/default:{__version__}-{digest(inputs['default'], base)}",
     )
 
 

@@ -40,7 +40,7 @@ from devbox_cli.engine.views import (
     state_of,
 )
 from devbox_cli.engine.workspace import EMPTY, Mount, VolumeMount, Workspace, host_mounts, mounts_of
-from devbox_cli.errors import DevboxRuntimeError, NotFoundError
+from devbox_cli.errors import DevboxRuntimeError, ImageMissingError
 from devbox_cli.names import check_devbox_name
 from devbox_cli.services.authority import DevboxCA, new_ca
 from devbox_cli.services.box_env import box_environment
@@ -107,9 +107,11 @@ def plan_create(
         check_free(docker, name)
         for ref, what in ((image, "image"), (proxy_image, "proxy image")):
             if docker.image(ref) is None:
-                raise NotFoundError(
+                raise ImageMissingError(
                     f"no {what} {ref} in the local Docker engine",
-                    "build the devbox images with `make images`, or pass an existing --image",
+                    "build the devbox images with `devbox images build`, or pass an existing "
+                    "--image",
+                    ref=ref,
                 )
         egress = egress_network(docker)
         workspace = plan_workspace(docker, configs.store.identity(), image, mounts, volumes)

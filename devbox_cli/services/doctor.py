@@ -128,8 +128,7 @@ class Doctor:
             fix = (
                 f"build or load {ref}, or unset {variable}"
                 if os.environ.get(variable)
-                else "build the images with `make images` (or `bash images/build.sh`) in the "
-                "devbox checkout"
+                else "build the images with `devbox images build`"
             )
             checks.append(Check(f"image ({what})", FAIL, f"no image {ref} in the engine", fix))
         return ok

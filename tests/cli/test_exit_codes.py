@@ -37,15 +37,17 @@ ENGINE_COMMANDS = {
         ["snapshot", "list"],
         ["snapshot", "delete", "s1"],
     ],
+    "images": [["images", "list"], ["images", "build"], ["images", "build", "--offline"]],
     "port-forward": [
         ["port-forward", "box1", "8080"],
         ["port-forward", "box1", ":80", "-o", "json"],
     ],
 }
 GROUPS = {"secret", "gateway", "policy"}  # the local store only; see the last test
-# Without an engine these do not exit 6: doctor reports it (exit 1, tested below) and watch
-# waits for the engine to come (tests/cli/test_watch.py).
-REPORTING = {"doctor", "watch"}
+# Without an engine these do not exit 6: doctor reports it (exit 1, tested below), watch
+# waits for the engine to come (tests/cli/test_watch.py), version says why it has no engine
+# version and completion completes nothing (exit 0: tests/cli/test_conventions.py).
+REPORTING = {"doctor", "watch", "version", "completion"}
 
 
 def error_lines(stderr: str) -> list[str]:

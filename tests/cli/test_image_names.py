@@ -27,9 +27,9 @@ def copies(tmp_path, monkeypatch):
     monkeypatch.setattr(images, "proxy_dir", lambda: proxy)
     monkeypatch.setattr(images, "BASE_PACKAGES", assets / "base-packages.txt")
     monkeypatch.setattr(images, "DEFAULT_DOCKERFILE", assets / "default.Dockerfile")
-    images.image_refs.cache_clear()
+    images.refs_in.cache_clear()
     yield proxy, assets
-    images.image_refs.cache_clear()
+    images.refs_in.cache_clear()
 
 
 def test_names_carry_the_version_and_a_digest():
@@ -58,7 +58,7 @@ def test_a_changed_input_renames_exactly_its_images(copies, edit, changed):
     before = images.image_refs()
     path = copies[0].parent / edit
     path.write_text((path.read_text() if path.exists() else "") + "\n# changed\n")
-    images.image_refs.cache_clear()
+    images.refs_in.cache_clear()
     after = images.image_refs()
     renamed = {k for k in ("base", "proxy", "default") if getattr(before, k) != getattr(after, k)}
     assert renamed == changed

@@ -162,6 +162,52 @@ def test_the_egress_log_records_requests_as_json_lines(walk: Walk):
     assert any(r.get("host") == "other.example.test" and r.get("status") == 403 for r in records)
 
 
+EGRESS_COLUMNS = ["TIME", "DECISION", "METHOD", "HOST:PORT", "PATH", "STATUS", "RULE", "BYTES",
+                  "DURATION"]  # fmt: skip
+RED = "\x1b[31m"
+
+
+def test_the_egress_log_for_people_is_aligned_columns(walk: Walk):
+    walk.cli.sh(walk.name, "curl -s -o /dev/null http://other.example.test/denied")
+    lines = walk.cli("logs", walk.name, "--egress", env={"COLUMNS": "200"}).stdout.splitlines()
+    assert lines[0].split() == EGRESS_COLUMNS
+    rows = [line.split() for line in lines[1:]]
+    assert ["allow", "POST", "api.anthropic.com:443", "/v1/messages", "200"] in [
+        r[1:6] for r in rows
+    ]
+    assert ["deny", "GET", "other.example.test:80", "/denied", "403"] in [r[1:6] for r in rows]
+    status_at = lines[0].index("STATUS")
+    assert all(line[status_at - 1] == " " and line[status_at] != " " for line in lines[1:])
+
+
+def test_the_egress_log_filters(walk: Walk):
+    def rows(*flags: str) -> list[list[str]]:
+        out = walk.cli("logs", walk.name, "--egress", *flags, env={"COLUMNS": "200"}).stdout
+        return [line.split() for line in out.splitlines()[1:]]
+
+    everything = rows()
+    denied = rows("--denied")
+    assert denied and all(r[1] != "allow" for r in denied)
+    assert len(denied) == sum(r[1] != "allow" for r in everything)
+    other = rows("--host", "other.*")
+    assert other and all(r[3].startswith("other.example.test:") for r in other)
+    assert len(rows("--since", "1h")) == len(everything)
+    none = walk.cli("logs", walk.name, "--egress", "--since", "2999-01-01T00:00:00Z")
+    assert none.stdout.splitlines()[1:] == [] and "no egress that matches" in none.stderr
+    as_json = walk.cli("logs", walk.name, "--egress", "--denied", "-o", "json").stdout
+    records = [json.loads(line) for line in as_json.splitlines()]
+    assert records and all(r["decision"] != "allow" for r in records)
+
+
+def test_denials_stand_out_in_red_unless_no_color(walk: Walk):
+    coloured = walk.cli("logs", walk.name, "--egress", env={"FORCE_COLOR": "1"}).stdout
+    denial = next(line for line in coloured.splitlines() if "/denied" in line)
+    allowed = next(line for line in coloured.splitlines() if "/v1/messages" in line)
+    assert RED in denial and RED not in allowed
+    plain = walk.cli("logs", walk.name, "--egress", env={"FORCE_COLOR": "1", "NO_COLOR": "1"})
+    assert "/denied" in plain.stdout and RED not in plain.stdout
+
+
 def test_policy_update_is_in_force_when_the_command_returns(walk: Walk):
     # `policy update` returns once every running proxy has applied the change (the push is
     # acknowledged), so the very next request already sees it: no waiting, no clock.
